@@ -1,0 +1,379 @@
+//! Users: creation, authentication, changes, and the in-memory view of which
+//! users' tokens are still acceptable.
+//!
+//! Owns the rules for usernames, passwords and roles. Calls `store`; never
+//! imports `http`, `cli` or `token`.
+
+mod password;
+
+pub use password::{HashError, PasswordHasher};
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use secrecy::{ExposeSecret as _, SecretString};
+
+use crate::clock::SharedClock;
+use crate::store::{Store, StoreError, UserAuthRow, UserChange, UserRow};
+
+/// Longest accepted password, in bytes: argon2 takes any length, but a
+/// megabyte password is a denial-of-service attempt, not a password.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Shortest accepted password for new users.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+const MAX_USERNAME_CHARS: usize = 64;
+const MAX_ROLE_CHARS: usize = 64;
+const MAX_ROLES: usize = 32;
+
+/// Errors of account operations. Display texts are safe to show clients.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// Unknown user, wrong password or disabled user: deliberately one error.
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    /// The username breaks the naming rules.
+    #[error("username must be 1-64 characters of letters, digits, '.', '_', '-' or '@'")]
+    InvalidUsername,
+    /// The password breaks the length rules.
+    #[error("password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_BYTES} bytes long")]
+    InvalidPassword,
+    /// A role breaks the naming rules.
+    #[error(
+        "roles must be at most 32 names of 1-64 lowercase letters, digits, ':', '_', '.' or '-'"
+    )]
+    InvalidRole,
+    /// The username is taken.
+    #[error("a user with this username already exists")]
+    UsernameTaken,
+    /// No such user.
+    #[error("no such user")]
+    NotFound,
+    /// Hashing failed.
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for AccountError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict => Self::UsernameTaken,
+            StoreError::NotFound => Self::NotFound,
+            other => Self::Store(other),
+        }
+    }
+}
+
+/// A user as the rest of the system sees it (no hash).
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Stable id (`sub`).
+    pub id: String,
+    /// Login name.
+    pub username: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Disabled users cannot log in.
+    pub disabled: bool,
+    /// Tokens issued at or before this time (Unix seconds) are refused.
+    pub tokens_valid_after: i64,
+    /// Creation time (Unix seconds).
+    pub created_at: i64,
+    /// Last change (Unix seconds).
+    pub updated_at: i64,
+}
+
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        Self {
+            id: row.id,
+            username: row.username,
+            roles: row.roles,
+            disabled: row.disabled,
+            tokens_valid_after: row.tokens_valid_after,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// A requested change to a user; `None` keeps the field.
+#[derive(Debug, Default)]
+pub struct UserUpdate {
+    /// New roles.
+    pub roles: Option<Vec<String>>,
+    /// New password.
+    pub password: Option<SecretString>,
+    /// Disable or enable.
+    pub disabled: Option<bool>,
+}
+
+/// In-memory view of each user's token status, refreshed from the store, so
+/// checking a token never queries the database.
+#[derive(Clone, Default)]
+pub struct UserStatusView {
+    inner: Arc<RwLock<Arc<UserStatus>>>,
+}
+
+#[derive(Default)]
+struct UserStatus {
+    version: i64,
+    users: HashMap<String, UserAuthRow>,
+}
+
+impl UserStatusView {
+    /// Whether a token for `user_id` issued at `iat` is still acceptable:
+    /// the user exists, is enabled, and the token postdates their last
+    /// password change, disable or token revocation.
+    pub fn accepts(&self, user_id: &str, iat: i64) -> bool {
+        let snapshot = self.snapshot();
+        snapshot
+            .users
+            .get(user_id)
+            .is_some_and(|u| !u.disabled && iat > u.tokens_valid_after)
+    }
+
+    /// The store version this view reflects.
+    pub fn version(&self) -> i64 {
+        self.snapshot().version
+    }
+
+    fn snapshot(&self) -> Arc<UserStatus> {
+        match self.inner.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    /// Reloads from the store.
+    pub async fn reload(&self, store: &Store) -> Result<(), StoreError> {
+        let version = store.versions().await?.users;
+        let users = store
+            .user_auth_rows()
+            .await?
+            .into_iter()
+            .map(|u| (u.id.clone(), u))
+            .collect();
+        let new = Arc::new(UserStatus { version, users });
+        match self.inner.write() {
+            Ok(mut g) => *g = new,
+            Err(p) => *p.into_inner() = new,
+        }
+        Ok(())
+    }
+}
+
+/// User operations.
+#[derive(Clone)]
+pub struct Accounts {
+    store: Store,
+    hasher: PasswordHasher,
+    clock: SharedClock,
+    view: UserStatusView,
+}
+
+impl Accounts {
+    /// Binds the operations to a store, hasher and clock.
+    pub fn new(store: Store, hasher: PasswordHasher, clock: SharedClock) -> Self {
+        Self {
+            store,
+            hasher,
+            clock,
+            view: UserStatusView::default(),
+        }
+    }
+
+    /// The token-status view kept current by this instance's changes and by
+    /// polling (see `app`).
+    pub fn status_view(&self) -> &UserStatusView {
+        &self.view
+    }
+
+    /// Creates a user with an argon2id password hash.
+    pub async fn create(
+        &self,
+        username: &str,
+        password: &SecretString,
+        roles: Vec<String>,
+    ) -> Result<User, AccountError> {
+        validate_username(username)?;
+        validate_password(password)?;
+        let roles = normalize_roles(roles)?;
+        let now = self.clock.now();
+        let row = UserRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            username: username.to_owned(),
+            password_hash: self.hasher.hash(password).await?,
+            roles,
+            disabled: false,
+            tokens_valid_after: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.insert_user(&row).await?;
+        self.refresh_view().await;
+        tracing::info!(audit = "user_created", user_id = %row.id, username = %row.username, "user created");
+        Ok(row.into())
+    }
+
+    /// Checks credentials. Unknown user, wrong password and disabled user
+    /// all give [`AccountError::InvalidCredentials`] after the same work.
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<User, AccountError> {
+        let too_long = password.expose_secret().len() > MAX_PASSWORD_BYTES;
+        let user = if too_long || validate_username(username).is_err() {
+            None
+        } else {
+            self.store.find_user(username).await?
+        };
+        let matches = self
+            .hasher
+            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .await?;
+        match user {
+            Some(user) if matches && !too_long && !user.disabled => Ok(user.into()),
+            _ => Err(AccountError::InvalidCredentials),
+        }
+    }
+
+    /// Every user.
+    pub async fn list(&self) -> Result<Vec<User>, AccountError> {
+        Ok(self
+            .store
+            .list_users()
+            .await?
+            .into_iter()
+            .map(User::from)
+            .collect())
+    }
+
+    /// One user by username.
+    pub async fn get(&self, username: &str) -> Result<User, AccountError> {
+        self.store
+            .find_user(username)
+            .await?
+            .map(User::from)
+            .ok_or(AccountError::NotFound)
+    }
+
+    /// Applies a change. A new password or disabling revokes the user's
+    /// refresh tokens and every access token issued until now.
+    pub async fn update(&self, username: &str, update: UserUpdate) -> Result<User, AccountError> {
+        let roles = update.roles.map(normalize_roles).transpose()?;
+        let password_hash = match &update.password {
+            Some(password) => {
+                validate_password(password)?;
+                Some(self.hasher.hash(password).await?)
+            }
+            None => None,
+        };
+        let now = self.clock.now();
+        let revokes = password_hash.is_some() || update.disabled == Some(true);
+        let change = UserChange {
+            roles,
+            password_hash,
+            disabled: update.disabled,
+            revoke_tokens_at: revokes.then_some(now),
+        };
+        let user = self.store.update_user(username, &change, now).await?;
+        self.refresh_view().await;
+        tracing::info!(
+            audit = "user_changed",
+            user_id = %user.id,
+            roles_changed = change.roles.is_some(),
+            password_changed = change.password_hash.is_some(),
+            disabled = ?change.disabled,
+            tokens_revoked = revokes,
+            "user changed"
+        );
+        Ok(user.into())
+    }
+
+    /// Deletes a user and revokes all their tokens.
+    pub async fn delete(&self, username: &str) -> Result<(), AccountError> {
+        self.store.delete_user(username, self.clock.now()).await?;
+        self.refresh_view().await;
+        tracing::info!(audit = "user_deleted", username = %username, "user deleted");
+        Ok(())
+    }
+
+    async fn refresh_view(&self) {
+        if let Err(err) = self.view.reload(&self.store).await {
+            // The poller will catch up; the change itself is committed.
+            tracing::warn!(error = %err, "could not refresh the user view");
+        }
+    }
+}
+
+fn validate_username(username: &str) -> Result<(), AccountError> {
+    let ok = !username.is_empty()
+        && username.chars().count() <= MAX_USERNAME_CHARS
+        && username
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AccountError::InvalidUsername)
+    }
+}
+
+fn validate_password(password: &SecretString) -> Result<(), AccountError> {
+    let password = password.expose_secret();
+    if password.chars().count() < MIN_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
+        Err(AccountError::InvalidPassword)
+    } else {
+        Ok(())
+    }
+}
+
+/// Validates role names, sorts them and removes duplicates.
+pub fn normalize_roles(roles: Vec<String>) -> Result<Vec<String>, AccountError> {
+    if roles.len() > MAX_ROLES {
+        return Err(AccountError::InvalidRole);
+    }
+    let mut roles: Vec<String> = roles.into_iter().map(|r| r.trim().to_owned()).collect();
+    for role in &roles {
+        let ok = !role.is_empty()
+            && role.len() <= MAX_ROLE_CHARS
+            && role.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, ':' | '_' | '.' | '-')
+            });
+        if !ok {
+            return Err(AccountError::InvalidRole);
+        }
+    }
+    roles.sort();
+    roles.dedup();
+    Ok(roles)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames() {
+        assert!(validate_username("alice").is_ok());
+        assert!(validate_username("a.b-c_d@example.com").is_ok());
+        for bad in ["", "a b", "ü", "x'; DROP TABLE users;--", &"a".repeat(65)] {
+            assert!(validate_username(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn roles_are_normalized() {
+        assert_eq!(
+            normalize_roles(vec!["b".into(), "admin".into(), "b".into()]).unwrap(),
+            vec!["admin", "b"]
+        );
+        assert!(normalize_roles(vec!["Admin".into()]).is_err());
+        assert!(normalize_roles(vec!["".into()]).is_err());
+        assert!(normalize_roles(vec!["x".into(); 33]).is_err());
+    }
+}

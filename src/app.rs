@@ -1,0 +1,244 @@
+//! Building and running the server, the same way in production and tests:
+//! `Application::build(settings)` binds (port 0 in tests), opens the store,
+//! makes sure keys exist, loads the in-memory views and starts the poller
+//! that keeps them in step with the store.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::listener::{Acceptor as _, Listener as _, TcpListener};
+
+use crate::accounts::{Accounts, HashError, PasswordHasher};
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Settings;
+use crate::http::{self, HttpState};
+use crate::keys::{KeyError, KeyManager, KeyringHandle, MasterKey, MasterKeyError};
+use crate::store::{Store, StoreError};
+use crate::token::{TokenPolicy, Tokens};
+
+/// How often a server checks the store for changes made by the CLI or by
+/// other instances (keys, users).
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Start-up failures; each says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The database.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The master key.
+    #[error("master key: {0}")]
+    MasterKey(#[from] MasterKeyError),
+    /// Keys.
+    #[error("keys: {0}")]
+    Keys(#[from] KeyError),
+    /// Password hashing.
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    /// Binding the listener.
+    #[error("cannot listen on {addr}: {error}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
+}
+
+/// The domain services over one store, shared by the server and the CLI.
+#[derive(Clone)]
+pub struct Services {
+    /// The store.
+    pub store: Store,
+    /// Key operations.
+    pub keys: KeyManager,
+    /// User operations.
+    pub accounts: Accounts,
+    /// The clock everything reads.
+    pub clock: SharedClock,
+}
+
+impl Services {
+    /// Opens the store (applying migrations) and the master key.
+    pub async fn open(settings: &Settings, clock: SharedClock) -> Result<Self, AppError> {
+        let store = Store::connect(&settings.database_url).await?;
+        let master = match &settings.master_key {
+            Some(encoded) => MasterKey::from_base64(encoded, "KEYTURN_MASTER_KEY")?,
+            None => MasterKey::load_or_create(&settings.keys_dir)?,
+        };
+        let keys = KeyManager::new(
+            store.clone(),
+            Arc::new(master),
+            settings.signing_alg,
+            settings.rsa_bits,
+        );
+        let accounts = Accounts::new(store.clone(), PasswordHasher::owasp()?, Arc::clone(&clock));
+        Ok(Self {
+            store,
+            keys,
+            accounts,
+            clock,
+        })
+    }
+}
+
+/// A built server, bound and ready to run.
+pub struct Application {
+    local_addr: SocketAddr,
+    acceptor: poem::listener::TcpAcceptor,
+    endpoint: poem::endpoint::BoxEndpoint<'static>,
+    services: Services,
+    keyring: KeyringHandle,
+    poller: tokio::task::JoinHandle<()>,
+}
+
+impl Application {
+    /// Builds with the system clock.
+    pub async fn build(settings: Settings) -> Result<Self, AppError> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Builds with an injected clock (tests move time with it).
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: SharedClock,
+    ) -> Result<Self, AppError> {
+        let services = Services::open(&settings, Arc::clone(&clock)).await?;
+        services.keys.ensure_keyset(clock.now()).await?;
+        let keyring = KeyringHandle::default();
+        keyring.set(services.keys.load_keyring().await?);
+        services
+            .accounts
+            .status_view()
+            .reload(&services.store)
+            .await?;
+
+        let tokens = Tokens::new(
+            keyring.clone(),
+            services.accounts.status_view().clone(),
+            services.store.clone(),
+            Arc::clone(&clock),
+            TokenPolicy {
+                issuer: settings.issuer.clone(),
+                audience: settings.audience.clone(),
+                access_ttl: settings.access_token_ttl,
+                refresh_ttl: settings.refresh_token_ttl,
+                leeway: settings.leeway,
+            },
+        );
+        let state = Arc::new(HttpState {
+            store: services.store.clone(),
+            keys: services.keys.clone(),
+            keyring: keyring.clone(),
+            accounts: services.accounts.clone(),
+            tokens,
+            jwks_max_age: settings.jwks_max_age,
+        });
+        let acceptor = TcpListener::bind(settings.bind)
+            .into_acceptor()
+            .await
+            .map_err(|error| AppError::Bind {
+                addr: settings.bind,
+                error,
+            })?;
+        let local_addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .unwrap_or(settings.bind);
+        let endpoint = poem::EndpointExt::boxed(http::routes(state, &settings.issuer));
+        let poller = tokio::spawn(poll_store(services.clone(), keyring.clone()));
+        Ok(Self {
+            local_addr,
+            acceptor,
+            endpoint,
+            services,
+            keyring,
+            poller,
+        })
+    }
+
+    /// The bound address (the real port when built with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The domain services (tests and tools).
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// The live keyring.
+    pub fn keyring(&self) -> &KeyringHandle {
+        &self.keyring
+    }
+
+    /// Serves until Ctrl-C / SIGTERM, then drains for up to 10 seconds.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = poem::Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(
+                self.endpoint,
+                shutdown_signal(),
+                Some(Duration::from_secs(10)),
+            )
+            .await;
+        self.poller.abort();
+        result
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down");
+}
+
+/// Keeps the keyring and the user view in step with the store, so changes
+/// from the CLI or other instances are seen within [`POLL_INTERVAL`].
+async fn poll_store(services: Services, keyring: KeyringHandle) {
+    let mut interval = tokio::time::interval(POLL_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let versions = match services.store.versions().await {
+            Ok(v) => v,
+            Err(err) => {
+                tracing::warn!(error = %err, "store poll failed; serving from memory");
+                continue;
+            }
+        };
+        if versions.keys != keyring.get().version {
+            match services.keys.load_keyring().await {
+                Ok(new) => {
+                    tracing::info!(version = new.version, "keyset changed; keyring reloaded");
+                    keyring.set(new);
+                }
+                Err(err) => tracing::error!(error = %err, "keyring reload failed"),
+            }
+        }
+        let view = services.accounts.status_view();
+        if versions.users != view.version()
+            && let Err(err) = view.reload(&services.store).await
+        {
+            tracing::warn!(error = %err, "user view reload failed");
+        }
+    }
+}

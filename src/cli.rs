@@ -1,0 +1,370 @@
+//! The `keyturn` command line (SPEC §6). Commands call domain functions;
+//! they never touch SQL or HTTP types. Exit codes: 0 success, 1 failure with
+//! one clear line, 2 bad usage (clap).
+
+use std::io::{BufRead as _, IsTerminal as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+
+use crate::accounts::UserUpdate;
+use crate::app::{Application, Services};
+use crate::clock::SystemClock;
+use crate::config::{RawSettings, Settings};
+
+/// keyturn: an auth server with rotating asymmetric signing keys.
+#[derive(Debug, Parser)]
+#[command(name = "keyturn", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    settings: SettingFlags,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Settings as flags; they override `KEYTURN_*` and `keyturn.toml`.
+/// (The master key has no flag: command lines are visible to other users.)
+#[derive(Debug, Args)]
+struct SettingFlags {
+    /// Read settings from this TOML file (keys as in the flag names, with `_`).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Listen address [KEYTURN_BIND].
+    #[arg(long, global = true)]
+    bind: Option<String>,
+    /// Issuer URL [KEYTURN_ISSUER].
+    #[arg(long, global = true)]
+    issuer: Option<String>,
+    /// Default audience [KEYTURN_AUDIENCE].
+    #[arg(long, global = true)]
+    audience: Option<String>,
+    /// sqlite://… or postgres://… [KEYTURN_DATABASE_URL].
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// Directory of master.key [KEYTURN_KEYS_DIR].
+    #[arg(long, global = true)]
+    keys_dir: Option<String>,
+    /// RS256 or EdDSA [KEYTURN_SIGNING_ALG].
+    #[arg(long, global = true)]
+    signing_alg: Option<String>,
+    /// 2048, 3072 or 4096 [KEYTURN_RSA_BITS].
+    #[arg(long, global = true)]
+    rsa_bits: Option<String>,
+    /// e.g. 15m [KEYTURN_ACCESS_TOKEN_TTL].
+    #[arg(long, global = true)]
+    access_token_ttl: Option<String>,
+    /// e.g. 14d [KEYTURN_REFRESH_TOKEN_TTL].
+    #[arg(long, global = true)]
+    refresh_token_ttl: Option<String>,
+    /// Cron with seconds [KEYTURN_ROTATION_SCHEDULE].
+    #[arg(long, global = true)]
+    rotation_schedule: Option<String>,
+    /// e.g. 1h [KEYTURN_KEY_PREPUBLISH].
+    #[arg(long, global = true)]
+    key_prepublish: Option<String>,
+    /// e.g. 300s [KEYTURN_JWKS_MAX_AGE].
+    #[arg(long, global = true)]
+    jwks_max_age: Option<String>,
+    /// e.g. 30s [KEYTURN_LEEWAY].
+    #[arg(long, global = true)]
+    leeway: Option<String>,
+    /// text or json [KEYTURN_LOG_FORMAT].
+    #[arg(long, global = true)]
+    log_format: Option<String>,
+}
+
+impl SettingFlags {
+    fn resolve(&self) -> anyhow::Result<Settings> {
+        let mut raw = RawSettings::gather(self.config.as_deref(), |k| std::env::var(k).ok())?;
+        let flags = [
+            ("bind", &self.bind),
+            ("issuer", &self.issuer),
+            ("audience", &self.audience),
+            ("database_url", &self.database_url),
+            ("keys_dir", &self.keys_dir),
+            ("signing_alg", &self.signing_alg),
+            ("rsa_bits", &self.rsa_bits),
+            ("access_token_ttl", &self.access_token_ttl),
+            ("refresh_token_ttl", &self.refresh_token_ttl),
+            ("rotation_schedule", &self.rotation_schedule),
+            ("key_prepublish", &self.key_prepublish),
+            ("jwks_max_age", &self.jwks_max_age),
+            ("leeway", &self.leeway),
+            ("log_format", &self.log_format),
+        ];
+        for (name, value) in flags {
+            if let Some(value) = value {
+                raw.set_flag(name, value.clone());
+            }
+        }
+        Ok(raw.parse()?)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Inspect signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Create a user.
+    Add {
+        /// Username.
+        name: String,
+        /// A role (repeatable), e.g. --role admin.
+        #[arg(long = "role", value_name = "R")]
+        roles: Vec<String>,
+        /// Read the password from one line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
+    /// Replace a user's roles.
+    SetRoles {
+        /// Username.
+        name: String,
+        /// A role (repeatable); none removes every role.
+        #[arg(long = "role", value_name = "R")]
+        roles: Vec<String>,
+    },
+    /// Change a user's password (revokes their tokens).
+    Passwd {
+        /// Username.
+        name: String,
+        /// Read the password from one line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable a user (revokes their tokens).
+    Disable {
+        /// Username.
+        name: String,
+    },
+    /// Enable a disabled user.
+    Enable {
+        /// Username.
+        name: String,
+    },
+    /// Delete a user (revokes their tokens).
+    Delete {
+        /// Username.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// List keys with their states and timestamps (no private material).
+    List,
+    /// Print the public JWKS.
+    Jwks,
+}
+
+/// Parses arguments and runs; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", one_line(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn one_line(err: &anyhow::Error) -> String {
+    err.chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+        .replace('\n', " ")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = cli.settings.resolve()?;
+    let serving = matches!(cli.command, Command::Serve);
+    crate::telemetry::init(settings.log_format, if serving { "info" } else { "warn" });
+    match cli.command {
+        Command::Serve => serve(settings).await,
+        Command::Users(cmd) => users(&open(&settings).await?, cmd).await,
+        Command::Keys(cmd) => keys(&open(&settings).await?, cmd).await,
+    }
+}
+
+async fn open(settings: &Settings) -> anyhow::Result<Services> {
+    Ok(Services::open(settings, Arc::new(SystemClock)).await?)
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let issuer = settings.issuer.clone();
+    let app = Application::build(settings).await?;
+    let addr = app.local_addr();
+    tracing::info!(%addr, "keyturn listening");
+    println!("keyturn listening on http://{addr} (issuer {issuer})");
+    println!("Swagger UI: http://{addr}/docs   JWKS: http://{addr}/.well-known/jwks.json");
+    app.run_until_stopped().await.context("server failed")
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<SecretString> {
+    let stdin = std::io::stdin();
+    if from_stdin {
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        let password = line.strip_suffix('\n').unwrap_or(&line);
+        let password = password.strip_suffix('\r').unwrap_or(password);
+        return Ok(SecretString::from(password.to_owned()));
+    }
+    if !stdin.is_terminal() {
+        bail!(
+            "standard input is not a terminal: pass --password-stdin to read the password from it"
+        );
+    }
+    let first = rpassword::prompt_password("Password: ").context("cannot read the password")?;
+    let second = rpassword::prompt_password("Repeat: ").context("cannot read the password")?;
+    if first != second {
+        bail!("the passwords do not match");
+    }
+    Ok(SecretString::from(first))
+}
+
+async fn users(services: &Services, cmd: UsersCommand) -> anyhow::Result<()> {
+    let accounts = &services.accounts;
+    match cmd {
+        UsersCommand::Add {
+            name,
+            roles,
+            password_stdin,
+        } => {
+            let password = read_password(password_stdin)?;
+            let user = accounts.create(&name, &password, roles).await?;
+            println!("created user {} (id {})", user.username, user.id);
+        }
+        UsersCommand::List => {
+            println!("{:<24} {:<36} {:<8} ROLES", "USERNAME", "ID", "STATUS");
+            for user in accounts.list().await? {
+                println!(
+                    "{:<24} {:<36} {:<8} {}",
+                    user.username,
+                    user.id,
+                    if user.disabled { "disabled" } else { "active" },
+                    user.roles.join(",")
+                );
+            }
+        }
+        UsersCommand::SetRoles { name, roles } => {
+            let user = accounts
+                .update(
+                    &name,
+                    UserUpdate {
+                        roles: Some(roles),
+                        ..UserUpdate::default()
+                    },
+                )
+                .await?;
+            println!("{}: roles {}", user.username, user.roles.join(","));
+        }
+        UsersCommand::Passwd {
+            name,
+            password_stdin,
+        } => {
+            accounts.get(&name).await?;
+            let password = read_password(password_stdin)?;
+            accounts
+                .update(
+                    &name,
+                    UserUpdate {
+                        password: Some(password),
+                        ..UserUpdate::default()
+                    },
+                )
+                .await?;
+            println!("{name}: password changed; existing tokens revoked");
+        }
+        UsersCommand::Disable { name } => {
+            set_disabled(services, &name, true).await?;
+            println!("{name}: disabled; tokens revoked");
+        }
+        UsersCommand::Enable { name } => {
+            set_disabled(services, &name, false).await?;
+            println!("{name}: enabled");
+        }
+        UsersCommand::Delete { name } => {
+            accounts.delete(&name).await?;
+            println!("{name}: deleted; tokens revoked");
+        }
+    }
+    Ok(())
+}
+
+async fn set_disabled(services: &Services, name: &str, disabled: bool) -> anyhow::Result<()> {
+    services
+        .accounts
+        .update(
+            name,
+            UserUpdate {
+                disabled: Some(disabled),
+                ..UserUpdate::default()
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+async fn keys(services: &Services, cmd: KeysCommand) -> anyhow::Result<()> {
+    match cmd {
+        KeysCommand::List => {
+            println!(
+                "{:<44} {:<6} {:<8} {:<20} {:<20} RETIRED/REVOKED",
+                "KID", "ALG", "STATE", "PUBLISHED", "ACTIVATED"
+            );
+            let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map_or_else(
+                    || "-".to_owned(),
+                    |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                )
+            };
+            for key in services.keys.list().await? {
+                println!(
+                    "{:<44} {:<6} {:<8} {:<20} {:<20} {}",
+                    key.kid,
+                    key.alg,
+                    key.state,
+                    time(Some(key.published_at)),
+                    time(key.activated_at),
+                    time(key.revoked_at.or(key.retired_at)),
+                );
+            }
+        }
+        KeysCommand::Jwks => {
+            let jwks = services.keys.jwks().await?;
+            println!("{}", String::from_utf8_lossy(&jwks.body));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! `/admin/*`: keys and users. Every route requires the `admin` role.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use secrecy::SecretString;
+
+use super::auth::BearerAuth;
+use super::{ApiError, ApiTags, HttpState};
+use crate::accounts::{User, UserUpdate};
+use crate::keys::KeyInfo;
+
+/// A key as operators see it: never private material.
+#[derive(Debug, Object)]
+pub struct KeyView {
+    /// RFC 7638 thumbprint.
+    pub kid: String,
+    /// `RS256` or `EdDSA`.
+    pub alg: String,
+    /// `next`, `current`, `retired` or `revoked`.
+    pub state: String,
+    /// Generated or imported.
+    pub created_at: DateTime<Utc>,
+    /// First published in the JWKS.
+    pub published_at: DateTime<Utc>,
+    /// Started signing.
+    pub activated_at: Option<DateTime<Utc>>,
+    /// Stopped signing.
+    pub retired_at: Option<DateTime<Utc>>,
+    /// Revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<KeyInfo> for KeyView {
+    fn from(k: KeyInfo) -> Self {
+        Self {
+            kid: k.kid,
+            alg: k.alg.to_string(),
+            state: k.state.to_string(),
+            created_at: k.created_at,
+            published_at: k.published_at,
+            activated_at: k.activated_at,
+            retired_at: k.retired_at,
+            revoked_at: k.revoked_at,
+        }
+    }
+}
+
+/// The keyset.
+#[derive(Debug, Object)]
+pub struct KeyList {
+    /// Every key, oldest first.
+    pub keys: Vec<KeyView>,
+}
+
+/// A user (never the password hash).
+#[derive(Debug, Object)]
+pub struct UserView {
+    /// Stable id, the `sub` of the user's tokens.
+    pub id: String,
+    /// Login name.
+    pub username: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Disabled users cannot log in and their tokens are refused.
+    pub disabled: bool,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+fn timestamp(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(secs, 0).unwrap_or_default()
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id,
+            username: u.username,
+            roles: u.roles,
+            disabled: u.disabled,
+            created_at: timestamp(u.created_at),
+            updated_at: timestamp(u.updated_at),
+        }
+    }
+}
+
+/// The users.
+#[derive(Debug, Object)]
+pub struct UserList {
+    /// Every user, by username.
+    pub users: Vec<UserView>,
+}
+
+/// A new user.
+#[derive(Object)]
+pub struct CreateUser {
+    /// 1-64 letters, digits, `.`, `_`, `-` or `@`.
+    pub username: String,
+    /// 8 to 1024 bytes.
+    #[oai(write_only)]
+    pub password: String,
+    /// Role names, e.g. `admin`.
+    #[oai(default)]
+    pub roles: Vec<String>,
+}
+
+/// Changes to a user; omitted fields stay as they are. A new password or
+/// `disabled: true` revokes the user's refresh tokens and every access
+/// token issued before the change.
+#[derive(Object)]
+pub struct UpdateUser {
+    /// New roles (replace the old ones); effective in new tokens.
+    pub roles: Option<Vec<String>>,
+    /// New password.
+    #[oai(write_only)]
+    pub password: Option<String>,
+    /// Disable or enable the user.
+    pub disabled: Option<bool>,
+}
+
+#[derive(ApiResponse)]
+pub enum Created {
+    /// Created.
+    #[oai(status = 201)]
+    User(Json<UserView>),
+}
+
+#[derive(ApiResponse)]
+pub enum Deleted {
+    /// Deleted; the user's tokens are revoked.
+    #[oai(status = 204)]
+    Done,
+}
+
+pub struct AdminApi {
+    state: Arc<HttpState>,
+}
+
+impl AdminApi {
+    pub fn new(state: Arc<HttpState>) -> Self {
+        Self { state }
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Admin")]
+impl AdminApi {
+    /// The signing keys: kids, algorithms, states and timestamps.
+    #[oai(path = "/admin/keys", method = "get")]
+    async fn list_keys(&self, auth: BearerAuth) -> Result<Json<KeyList>, ApiError> {
+        auth.admin(&self.state.tokens)?;
+        let keys = self.state.keys.list().await?;
+        Ok(Json(KeyList {
+            keys: keys.into_iter().map(KeyView::from).collect(),
+        }))
+    }
+
+    /// Every user.
+    #[oai(path = "/admin/users", method = "get")]
+    async fn list_users(&self, auth: BearerAuth) -> Result<Json<UserList>, ApiError> {
+        auth.admin(&self.state.tokens)?;
+        let users = self.state.accounts.list().await?;
+        Ok(Json(UserList {
+            users: users.into_iter().map(UserView::from).collect(),
+        }))
+    }
+
+    /// Create a user. 409 if the username is taken.
+    #[oai(path = "/admin/users", method = "post")]
+    async fn create_user(
+        &self,
+        auth: BearerAuth,
+        body: Json<CreateUser>,
+    ) -> Result<Created, ApiError> {
+        auth.admin(&self.state.tokens)?;
+        let Json(CreateUser {
+            username,
+            password,
+            roles,
+        }) = body;
+        let user = self
+            .state
+            .accounts
+            .create(&username, &SecretString::from(password), roles)
+            .await?;
+        Ok(Created::User(Json(user.into())))
+    }
+
+    /// Change a user's roles, password or disabled flag.
+    #[oai(path = "/admin/users/:username", method = "patch")]
+    async fn update_user(
+        &self,
+        auth: BearerAuth,
+        username: Path<String>,
+        body: Json<UpdateUser>,
+    ) -> Result<Json<UserView>, ApiError> {
+        auth.admin(&self.state.tokens)?;
+        let Json(UpdateUser {
+            roles,
+            password,
+            disabled,
+        }) = body;
+        let user = self
+            .state
+            .accounts
+            .update(
+                &username.0,
+                UserUpdate {
+                    roles,
+                    password: password.map(SecretString::from),
+                    disabled,
+                },
+            )
+            .await?;
+        Ok(Json(user.into()))
+    }
+
+    /// Delete a user and revoke all their tokens.
+    #[oai(path = "/admin/users/:username", method = "delete")]
+    async fn delete_user(
+        &self,
+        auth: BearerAuth,
+        username: Path<String>,
+    ) -> Result<Deleted, ApiError> {
+        auth.admin(&self.state.tokens)?;
+        self.state.accounts.delete(&username.0).await?;
+        Ok(Deleted::Done)
+    }
+}

@@ -1,0 +1,121 @@
+//! The HTTP API (SPEC §5): poem-openapi handlers that parse, call domain
+//! code and map the result. Status codes are decided in `error` alone.
+
+mod admin;
+mod auth;
+mod error;
+mod health;
+mod jwks;
+mod session;
+
+pub use error::{ApiError, ErrorBody};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::http::StatusCode;
+use poem::middleware::Tracing;
+use poem::web::headers::{ContentLength, HeaderMapExt as _};
+use poem::{Endpoint, EndpointExt as _, IntoResponse, Request, Response, Route};
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::accounts::Accounts;
+use crate::keys::{KeyManager, KeyringHandle};
+use crate::store::Store;
+use crate::token::Tokens;
+
+/// Largest accepted request body (SPEC §5).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// What the handlers need, built once by `app`.
+#[derive(Clone)]
+pub struct HttpState {
+    /// The store (readiness checks).
+    pub store: Store,
+    /// Key operations.
+    pub keys: KeyManager,
+    /// The live keyring.
+    pub keyring: KeyringHandle,
+    /// User operations.
+    pub accounts: Accounts,
+    /// Token issuing and validation.
+    pub tokens: Tokens,
+    /// `Cache-Control: max-age` of the JWKS.
+    pub jwks_max_age: Duration,
+}
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Liveness and readiness.
+    Health,
+    /// Logging in and using a token.
+    Auth,
+    /// Public keys for verifiers.
+    Keys,
+    /// Administration (requires the `admin` role).
+    Admin,
+}
+
+/// The OpenAPI service: every route, its security and its errors.
+fn api_service(
+    state: Arc<HttpState>,
+    server_url: &str,
+) -> OpenApiService<impl poem_openapi::OpenApi + use<>, ()> {
+    OpenApiService::new(
+        (
+            health::HealthApi::new(Arc::clone(&state)),
+            session::SessionApi::new(Arc::clone(&state)),
+            jwks::JwksApi::new(Arc::clone(&state)),
+            admin::AdminApi::new(state),
+        ),
+        "keyturn",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Asymmetric-key JWT authentication server. Log in with `POST /login`, then press \
+         **Authorize** and paste the `access_token` to call the protected routes. Resource \
+         servers verify tokens with the keys at `/.well-known/jwks.json`.",
+    )
+    .server(server_url.to_owned())
+}
+
+/// All routes: the API, Swagger UI at `/docs`, the document at
+/// `/openapi.json`, with the body limit, tracing and error rendering.
+pub fn routes(state: Arc<HttpState>, server_url: &str) -> impl Endpoint<Output = Response> + use<> {
+    let api = api_service(state, server_url);
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    Route::new()
+        .nest("/", api)
+        .nest("/docs", docs)
+        .at("/openapi.json", spec)
+        .around(limit_body)
+        .with(Tracing)
+        .catch_all_error(error::render_poem_error)
+}
+
+/// The OpenAPI document as JSON (for `keyturn` tooling and tests).
+pub fn openapi_json(state: Arc<HttpState>, server_url: &str) -> String {
+    api_service(state, server_url).spec()
+}
+
+/// Refuses bodies over [`BODY_LIMIT`] with 413, whether or not the client
+/// declared a length, before any handler buffers them.
+async fn limit_body<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result<Response> {
+    let too_large = || poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE);
+    if let Some(ContentLength(len)) = req.headers().typed_get::<ContentLength>()
+        && len > BODY_LIMIT as u64
+    {
+        return Err(too_large());
+    }
+    let body = req
+        .take_body()
+        .into_bytes_limit(BODY_LIMIT)
+        .await
+        .map_err(|err| match err {
+            poem::error::ReadBodyError::PayloadTooLarge => too_large(),
+            _ => poem::Error::from_status(StatusCode::BAD_REQUEST),
+        })?;
+    req.set_body(body);
+    Ok(next.call(req).await?.into_response())
+}

@@ -1,0 +1,118 @@
+//! `POST /login` and `GET /profile`.
+
+use std::sync::Arc;
+
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use secrecy::SecretString;
+
+use super::auth::BearerAuth;
+use super::{ApiError, ApiTags, HttpState};
+use crate::token::FIRST_PARTY_CLIENT;
+
+/// Credentials.
+#[derive(Object)]
+pub struct LoginRequest {
+    /// Username.
+    pub username: String,
+    /// Password.
+    #[oai(write_only)]
+    pub password: String,
+}
+
+/// Issued tokens (RFC 6749 §5.1 shape).
+#[derive(Debug, Object)]
+pub struct TokenResponse {
+    /// Signed JWT access token (`typ: at+jwt`).
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Access token lifetime in seconds.
+    pub expires_in: u64,
+    /// Opaque refresh token for `POST /oauth/token`.
+    #[oai(skip_serializing_if_is_none)]
+    pub refresh_token: Option<String>,
+}
+
+#[derive(ApiResponse)]
+pub enum LoginResponse {
+    /// Logged in.
+    #[oai(status = 200)]
+    Ok(
+        Json<TokenResponse>,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+    ),
+}
+
+/// Who the token belongs to.
+#[derive(Debug, Object)]
+pub struct Profile {
+    /// Stable user id.
+    pub sub: String,
+    /// Username (absent for client tokens).
+    pub username: Option<String>,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Space-separated scopes.
+    pub scope: String,
+}
+
+pub struct SessionApi {
+    state: Arc<HttpState>,
+}
+
+impl SessionApi {
+    pub fn new(state: Arc<HttpState>) -> Self {
+        Self { state }
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Auth")]
+impl SessionApi {
+    /// Log in with a username and password.
+    ///
+    /// Returns an access token to send as `Authorization: Bearer …` and a
+    /// refresh token. Unknown user, wrong password and disabled user all
+    /// answer the same 401 `invalid_grant`.
+    #[oai(path = "/login", method = "post")]
+    async fn login(&self, body: Json<LoginRequest>) -> Result<LoginResponse, ApiError> {
+        let Json(LoginRequest { username, password }) = body;
+        let password = SecretString::from(password);
+        let user = match self.state.accounts.authenticate(&username, &password).await {
+            Ok(user) => user,
+            Err(err) => {
+                tracing::info!(audit = "login_failed", "login failed");
+                return Err(err.into());
+            }
+        };
+        let issued = self
+            .state
+            .tokens
+            .issue_for_user(&user, FIRST_PARTY_CLIENT, "")
+            .await?;
+        tracing::info!(audit = "login", user_id = %user.id, "login succeeded");
+        Ok(LoginResponse::Ok(
+            Json(TokenResponse {
+                access_token: issued.access_token,
+                token_type: "Bearer".into(),
+                expires_in: issued.expires_in,
+                refresh_token: issued.refresh_token,
+            }),
+            "no-store".into(),
+            "no-cache".into(),
+        ))
+    }
+
+    /// The caller's identity, from the bearer token.
+    #[oai(path = "/profile", method = "get")]
+    async fn profile(&self, auth: BearerAuth) -> Result<Json<Profile>, ApiError> {
+        let claims = auth.claims(&self.state.tokens)?;
+        Ok(Json(Profile {
+            sub: claims.sub,
+            username: claims.username,
+            roles: claims.roles,
+            scope: claims.scope,
+        }))
+    }
+}

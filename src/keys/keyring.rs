@@ -1,0 +1,132 @@
+//! The in-memory keyring: the signer, the verification keys by `kid`, and the
+//! JWKS body with its ETag, built once per keyset change.
+//!
+//! Requests read an `Arc<Keyring>` snapshot; a reload swaps the whole
+//! snapshot, so signing and verification never touch the database and never
+//! see a half-updated keyset.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+
+use super::{KeyState, PublicJwk, SigningAlg, SigningKey};
+
+/// A public key the server accepts tokens from.
+pub struct VerifyingKey {
+    /// The only algorithm tokens under this key may use.
+    pub alg: SigningAlg,
+    /// Its lifecycle state.
+    pub state: KeyState,
+    /// Prepared for `jsonwebtoken::decode`.
+    pub decoding: jsonwebtoken::DecodingKey,
+}
+
+/// The serialized JWKS and its strong ETag.
+#[derive(Debug, Clone)]
+pub struct Jwks {
+    /// `{"keys":[…]}` as served.
+    pub body: Bytes,
+    /// Quoted strong validator derived from the body.
+    pub etag: String,
+}
+
+impl Jwks {
+    /// Serializes the published keys once.
+    pub fn build<'a>(keys: impl IntoIterator<Item = &'a PublicJwk>) -> Self {
+        let keys: Vec<&PublicJwk> = keys.into_iter().collect();
+        let body = serde_json::to_vec(&serde_json::json!({ "keys": keys }))
+            .unwrap_or_else(|_| b"{\"keys\":[]}".to_vec());
+        let digest = Sha256::digest(&body);
+        let etag = format!("\"{}\"", B64.encode(&digest[..16]));
+        Self {
+            body: Bytes::from(body),
+            etag,
+        }
+    }
+}
+
+/// One consistent view of the keyset.
+pub struct Keyring {
+    /// The store's keyset version this snapshot was built from.
+    pub version: i64,
+    signer: Option<Arc<SigningKey>>,
+    verifying: HashMap<String, VerifyingKey>,
+    jwks: Jwks,
+}
+
+impl Keyring {
+    /// An empty keyring (nothing signs, nothing verifies).
+    pub fn empty() -> Self {
+        Self {
+            version: -1,
+            signer: None,
+            verifying: HashMap::new(),
+            jwks: Jwks::build([]),
+        }
+    }
+
+    /// Assembles a snapshot.
+    pub fn new(
+        version: i64,
+        signer: Option<Arc<SigningKey>>,
+        verifying: HashMap<String, VerifyingKey>,
+        jwks: Jwks,
+    ) -> Self {
+        Self {
+            version,
+            signer,
+            verifying,
+            jwks,
+        }
+    }
+
+    /// The key new tokens are signed with, if any.
+    pub fn signer(&self) -> Option<&Arc<SigningKey>> {
+        self.signer.as_ref()
+    }
+
+    /// The published key with this `kid`.
+    pub fn verifying_key(&self, kid: &str) -> Option<&VerifyingKey> {
+        self.verifying.get(kid)
+    }
+
+    /// The JWKS as served.
+    pub fn jwks(&self) -> &Jwks {
+        &self.jwks
+    }
+}
+
+/// Shared, swappable keyring.
+#[derive(Clone)]
+pub struct KeyringHandle(Arc<RwLock<Arc<Keyring>>>);
+
+impl Default for KeyringHandle {
+    fn default() -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(Keyring::empty()))))
+    }
+}
+
+impl KeyringHandle {
+    /// The current snapshot.
+    pub fn get(&self) -> Arc<Keyring> {
+        // A poisoned lock only means a writer panicked mid-swap; the Arc
+        // inside is still a complete snapshot.
+        match self.0.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces the snapshot.
+    pub fn set(&self, keyring: Keyring) {
+        let new = Arc::new(keyring);
+        match self.0.write() {
+            Ok(mut guard) => *guard = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Sealing private keys at rest: AES-256-GCM (ring) under a 32-byte master
+//! key, with the key id as associated data so a sealed blob cannot be moved
+//! to another key's row.
+//!
+//! Sealed format: `0x01 || nonce (12 bytes) || ciphertext || tag (16 bytes)`.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom as _, SystemRandom};
+use secrecy::{ExposeSecret as _, SecretBox, SecretString};
+use zeroize::Zeroizing;
+
+use super::KeyError;
+
+const FORMAT_V1: u8 = 1;
+/// File name of the generated master key inside `KEYTURN_KEYS_DIR`.
+pub const MASTER_KEY_FILE: &str = "master.key";
+
+/// Problems obtaining the master key; each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterKeyError {
+    /// `KEYTURN_MASTER_KEY` or the key file is not base64 of 32 bytes.
+    #[error("{source_name} must be base64 of exactly 32 bytes")]
+    Malformed {
+        /// Where the bad key came from.
+        source_name: String,
+    },
+    /// Reading or creating the key file failed.
+    #[error("cannot use master key file {path}: {error}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        error: std::io::Error,
+    },
+}
+
+/// The key-encryption key. Never logged, never serialized.
+pub struct MasterKey(SecretBox<[u8; 32]>);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey([redacted])")
+    }
+}
+
+impl MasterKey {
+    /// Decodes a base64 key (from `KEYTURN_MASTER_KEY`).
+    pub fn from_base64(encoded: &SecretString, source_name: &str) -> Result<Self, MasterKeyError> {
+        let malformed = || MasterKeyError::Malformed {
+            source_name: source_name.to_owned(),
+        };
+        let bytes = Zeroizing::new(
+            B64.decode(encoded.expose_secret().trim())
+                .map_err(|_| malformed())?,
+        );
+        let array: [u8; 32] = bytes.as_slice().try_into().map_err(|_| malformed())?;
+        Ok(Self(SecretBox::new(Box::new(array))))
+    }
+
+    /// Reads `dir/master.key`, creating it (mode 0600, 32 random bytes) on
+    /// first start.
+    pub fn load_or_create(dir: &Path) -> Result<Self, MasterKeyError> {
+        let path = dir.join(MASTER_KEY_FILE);
+        let io = |error| MasterKeyError::Io {
+            path: path.clone(),
+            error,
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                warn_if_readable_by_others(&path);
+                Self::from_base64(&SecretString::from(text), &path.display().to_string())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir).map_err(io)?;
+                let mut bytes = Zeroizing::new([0u8; 32]);
+                SystemRandom::new()
+                    .fill(bytes.as_mut())
+                    .map_err(|_| io(std::io::Error::other("no system randomness")))?;
+                let encoded = Zeroizing::new(B64.encode(bytes.as_ref()));
+                let mut file = create_private_file(&path).map_err(io)?;
+                file.write_all(encoded.as_bytes()).map_err(io)?;
+                file.write_all(b"\n").map_err(io)?;
+                file.sync_all().map_err(io)?;
+                tracing::info!(path = %path.display(), "created a new master key");
+                Ok(Self(SecretBox::new(Box::new(*bytes))))
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    fn aead(&self) -> LessSafeKey {
+        // A 32-byte key is always valid for AES-256-GCM.
+        let unbound = UnboundKey::new(&AES_256_GCM, self.0.expose_secret())
+            .unwrap_or_else(|_| unreachable!("AES-256-GCM accepts 32-byte keys"));
+        LessSafeKey::new(unbound)
+    }
+
+    /// Encrypts `plaintext`, binding it to `kid`.
+    pub fn seal(&self, kid: &str, plaintext: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| KeyError::Generation("no system randomness".into()))?;
+        let mut buffer = plaintext.to_vec();
+        self.aead()
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(kid.as_bytes()),
+                &mut buffer,
+            )
+            .map_err(|_| KeyError::Generation("sealing failed".into()))?;
+        let mut sealed = Vec::with_capacity(1 + NONCE_LEN + buffer.len());
+        sealed.push(FORMAT_V1);
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&buffer);
+        Ok(sealed)
+    }
+
+    /// Decrypts a blob made by [`MasterKey::seal`] for the same `kid`.
+    pub fn open(&self, kid: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        let fail = || KeyError::Unseal {
+            kid: kid.to_owned(),
+        };
+        let (&version, rest) = sealed.split_first().ok_or_else(fail)?;
+        if version != FORMAT_V1 || rest.len() < NONCE_LEN {
+            return Err(fail());
+        }
+        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| fail())?;
+        let mut buffer = Zeroizing::new(ciphertext.to_vec());
+        let plaintext_len = self
+            .aead()
+            .open_in_place(nonce, Aad::from(kid.as_bytes()), &mut buffer)
+            .map_err(|_| fail())?
+            .len();
+        buffer.truncate(plaintext_len);
+        Ok(buffer)
+    }
+}
+
+#[cfg(unix)]
+fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+}
+
+#[cfg(unix)]
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(path = %path.display(), "master key file is readable by group or others; chmod 600 it");
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_path: &Path) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_round_trip_and_binding() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = MasterKey::load_or_create(dir.path()).unwrap();
+        let sealed = key.seal("kid-a", b"private bytes").unwrap();
+        assert!(!sealed.windows(13).any(|w| w == b"private bytes"));
+        assert_eq!(
+            key.open("kid-a", &sealed).unwrap().as_slice(),
+            b"private bytes"
+        );
+        assert!(key.open("kid-b", &sealed).is_err(), "bound to its kid");
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(key.open("kid-a", &tampered).is_err());
+        // Loading again reads the same key.
+        let again = MasterKey::load_or_create(dir.path()).unwrap();
+        assert_eq!(
+            again.open("kid-a", &sealed).unwrap().as_slice(),
+            b"private bytes"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn master_key_file_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        MasterKey::load_or_create(dir.path()).unwrap();
+        let mode = std::fs::metadata(dir.path().join(MASTER_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn malformed_env_key_names_its_source() {
+        let err = MasterKey::from_base64(&SecretString::from("c2hvcnQ="), "KEYTURN_MASTER_KEY")
+            .unwrap_err();
+        assert!(err.to_string().contains("KEYTURN_MASTER_KEY"));
+    }
+}

@@ -1,0 +1,238 @@
+//! Persistence: the only module that speaks SQL.
+//!
+//! One [`Store`] serves SQLite (the embedded default) and PostgreSQL through
+//! sqlx's `Any` driver. Queries are written in the subset both dialects share
+//! (`$N` placeholders, integers for times and flags); what differs between
+//! them (DDL, locking) stays inside this module, chosen by [`Backend`].
+//! Domain modules call the typed methods here and never see a row or a
+//! connection. Timestamps are Unix seconds, UTC.
+
+mod keys;
+mod tokens;
+mod users;
+
+pub use keys::KeyRow;
+pub use tokens::RefreshTokenRow;
+pub use users::{UserAuthRow, UserChange, UserRow};
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Row};
+
+/// What went wrong in the store. Callers map `Conflict`/`NotFound` to their
+/// own meaning; `Database` is never shown to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness constraint was violated (the row already exists).
+    #[error("already exists")]
+    Conflict,
+    /// The row to change does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The database URL is neither `sqlite://` nor `postgres://`.
+    #[error("unsupported database URL scheme (use sqlite:// or postgres://)")]
+    UnsupportedUrl,
+    /// Stored data could not be decoded (corruption or a foreign writer).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// The database failed or is unreachable.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    fn from_write(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict,
+            _ => Self::Database(err),
+        }
+    }
+}
+
+/// Which SQL engine a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded, single instance.
+    Sqlite,
+    /// Shared by several instances.
+    Postgres,
+}
+
+impl FromStr for Backend {
+    type Err = StoreError;
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+}
+
+/// Counters of the data sets servers mirror in memory (see `versions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Versions {
+    /// Bumped by every change to the keys table.
+    pub keys: i64,
+    /// Bumped by every change to users that affects token validity.
+    pub users: i64,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects (creating an SQLite file and its directory if needed) and
+    /// applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        install_default_drivers();
+        let backend: Backend = url.parse()?;
+        let url = match backend {
+            Backend::Sqlite => sqlite_url_with_create(url)?,
+            Backend::Postgres => url.to_owned(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 4,
+                Backend::Postgres => 10,
+            })
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect(&url)
+            .await?;
+        let store = Self { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Sqlite => {
+                // WAL lets the CLI write while a server reads; persistent in the file.
+                sqlx::query("PRAGMA journal_mode = WAL")
+                    .execute(&self.pool)
+                    .await?;
+                sqlx::migrate!("src/store/migrations/sqlite")
+                    .run(&self.pool)
+                    .await?
+            }
+            Backend::Postgres => {
+                sqlx::migrate!("src/store/migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// The engine behind this store.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Cheap round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Current change counters; polled by running servers.
+    pub async fn versions(&self) -> Result<Versions, StoreError> {
+        let rows = sqlx::query("SELECT name, version FROM versions")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut versions = Versions::default();
+        for row in rows {
+            let name: String = row.try_get("name")?;
+            let version: i64 = row.try_get("version")?;
+            match name.as_str() {
+                "keys" => versions.keys = version,
+                "users" => versions.users = version,
+                _ => {}
+            }
+        }
+        Ok(versions)
+    }
+
+    /// Closes the pool (used by tests to simulate an unreachable store).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+async fn bump_version(
+    conn: &mut sqlx::AnyConnection,
+    name: &'static str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE versions SET version = version + 1 WHERE name = $1")
+        .bind(name)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// `sqlite://path` → the same with `mode=rwc`, after creating the parent
+/// directory, so a fresh checkout starts without manual steps.
+fn sqlite_url_with_create(url: &str) -> Result<String, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or(StoreError::UnsupportedUrl)?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let parent = Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent.filter(|_| path != ":memory:") {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            StoreError::Database(sqlx::Error::Configuration(
+                format!("cannot create {}: {e}", parent.display()).into(),
+            ))
+        })?;
+    }
+    let query = if query.contains("mode=") {
+        query.to_owned()
+    } else if query.is_empty() {
+        "mode=rwc".to_owned()
+    } else {
+        format!("{query}&mode=rwc")
+    };
+    Ok(format!("sqlite://{path}?{query}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_gain_create_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/sub/k.db", dir.path().display());
+        let out = sqlite_url_with_create(&url).unwrap();
+        assert!(out.ends_with("/sub/k.db?mode=rwc"), "{out}");
+        assert!(dir.path().join("sub").is_dir());
+        assert_eq!(
+            sqlite_url_with_create("sqlite://x.db?mode=ro").unwrap(),
+            "sqlite://x.db?mode=ro"
+        );
+    }
+
+    #[test]
+    fn backend_from_url() {
+        assert_eq!("sqlite://a.db".parse::<Backend>().unwrap(), Backend::Sqlite);
+        assert_eq!(
+            "postgres://u@h/db".parse::<Backend>().unwrap(),
+            Backend::Postgres
+        );
+        assert!("mysql://x".parse::<Backend>().is_err());
+    }
+}

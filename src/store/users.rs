@@ -1,0 +1,240 @@
+//! The `users` table, and the refresh-token revocation that user changes imply.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, bump_version};
+
+/// A user as stored. `password_hash` is a PHC string (argon2id).
+#[derive(Clone)]
+pub struct UserRow {
+    /// Stable id, the `sub` of the user's tokens.
+    pub id: String,
+    /// Login name, unique.
+    pub username: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Role names.
+    pub roles: Vec<String>,
+    /// A disabled user cannot log in and their tokens are refused.
+    pub disabled: bool,
+    /// Tokens of this user issued at or before this time are refused.
+    pub tokens_valid_after: i64,
+    /// Creation time.
+    pub created_at: i64,
+    /// Last change.
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for UserRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRow")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("roles", &self.roles)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the server needs in memory to accept or refuse a user's token.
+#[derive(Debug, Clone)]
+pub struct UserAuthRow {
+    /// The user's id (`sub`).
+    pub id: String,
+    /// Refused when disabled.
+    pub disabled: bool,
+    /// Tokens issued at or before this are refused.
+    pub tokens_valid_after: i64,
+}
+
+/// A change to a user; `None` leaves a field as it is.
+#[derive(Debug, Default, Clone)]
+pub struct UserChange {
+    /// New roles.
+    pub roles: Option<Vec<String>>,
+    /// New password hash.
+    pub password_hash: Option<String>,
+    /// Enable or disable.
+    pub disabled: Option<bool>,
+    /// When set, every token of the user issued at or before this time dies:
+    /// refresh tokens are revoked and access tokens are refused.
+    pub revoke_tokens_at: Option<i64>,
+}
+
+/// The columns of a [`UserRow`], as a literal so queries stay static strings.
+macro_rules! user_columns {
+    () => {
+        "id, username, password_hash, roles, disabled, tokens_valid_after, created_at, updated_at"
+    };
+}
+
+fn user_from_row(row: &AnyRow) -> Result<UserRow, StoreError> {
+    let roles: String = row.try_get("roles")?;
+    Ok(UserRow {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        password_hash: row.try_get("password_hash")?,
+        roles: serde_json::from_str(&roles)
+            .map_err(|e| StoreError::Corrupt(format!("roles: {e}")))?,
+        disabled: row.try_get::<i64, _>("disabled")? != 0,
+        tokens_valid_after: row.try_get("tokens_valid_after")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn roles_json(roles: &[String]) -> String {
+    // Serializing a list of strings cannot fail.
+    serde_json::to_string(roles).unwrap_or_else(|_| "[]".to_owned())
+}
+
+impl Store {
+    /// Creates a user; `Conflict` if the username is taken.
+    pub async fn insert_user(&self, user: &UserRow) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(concat!(
+            "INSERT INTO users (",
+            user_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ))
+        .bind(&user.id)
+        .bind(&user.username)
+        .bind(&user.password_hash)
+        .bind(roles_json(&user.roles))
+        .bind(i64::from(user.disabled))
+        .bind(user.tokens_valid_after)
+        .bind(user.created_at)
+        .bind(user.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from_write)?;
+        bump_version(&mut tx, "users").await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The user with this username, if any.
+    pub async fn find_user(&self, username: &str) -> Result<Option<UserRow>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE username = $1"
+        ))
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    /// Every user, by username.
+    pub async fn list_users(&self) -> Result<Vec<UserRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users ORDER BY username"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    /// The token-validity view of every user.
+    pub async fn user_auth_rows(&self) -> Result<Vec<UserAuthRow>, StoreError> {
+        let rows = sqlx::query("SELECT id, disabled, tokens_valid_after FROM users")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UserAuthRow {
+                    id: row.try_get("id")?,
+                    disabled: row.try_get::<i64, _>("disabled")? != 0,
+                    tokens_valid_after: row.try_get("tokens_valid_after")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Applies a change in one transaction and returns the updated user.
+    pub async fn update_user(
+        &self,
+        username: &str,
+        change: &UserChange,
+        now: i64,
+    ) -> Result<UserRow, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE username = $1"
+        ))
+        .bind(username)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let mut user = user_from_row(&row)?;
+        if let Some(roles) = &change.roles {
+            user.roles = roles.clone();
+        }
+        if let Some(hash) = &change.password_hash {
+            user.password_hash = hash.clone();
+        }
+        if let Some(disabled) = change.disabled {
+            user.disabled = disabled;
+        }
+        if let Some(at) = change.revoke_tokens_at {
+            user.tokens_valid_after = user.tokens_valid_after.max(at);
+            revoke_user_refresh_tokens(&mut tx, &user.id, at).await?;
+        }
+        user.updated_at = now;
+        sqlx::query(
+            "UPDATE users SET roles = $1, password_hash = $2, disabled = $3, \
+             tokens_valid_after = $4, updated_at = $5 WHERE id = $6",
+        )
+        .bind(roles_json(&user.roles))
+        .bind(&user.password_hash)
+        .bind(i64::from(user.disabled))
+        .bind(user.tokens_valid_after)
+        .bind(user.updated_at)
+        .bind(&user.id)
+        .execute(&mut *tx)
+        .await?;
+        bump_version(&mut tx, "users").await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Deletes a user and revokes their refresh tokens; their access tokens
+    /// die with them because servers refuse tokens of unknown users.
+    pub async fn delete_user(&self, username: &str, now: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let id = id.ok_or(StoreError::NotFound)?;
+        revoke_user_refresh_tokens(&mut tx, &id, now).await?;
+        sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        bump_version(&mut tx, "users").await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn revoke_user_refresh_tokens(
+    conn: &mut sqlx::AnyConnection,
+    user_id: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

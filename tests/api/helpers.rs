@@ -1,0 +1,238 @@
+//! `spawn_app()`: a real keyturn on a random port, with its own SQLite
+//! database and keys directory in a temp dir, and a clock the test can move.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use keyturn::clock::ManualClock;
+use keyturn::config::{RawSettings, Settings};
+use keyturn::keys::{KeyState, MasterKey};
+use keyturn::{Application, Services};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+pub const ISSUER: &str = "http://keyturn.test";
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub dir: TempDir,
+    pub settings: Settings,
+    pub clock: ManualClock,
+    pub services: Services,
+    pub env: Vec<(String, String)>,
+}
+
+/// RS256, default durations.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// With extra `KEYTURN_*` settings.
+pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("KEYTURN_BIND".into(), "127.0.0.1:0".into());
+    env.insert("KEYTURN_ISSUER".into(), ISSUER.into());
+    env.insert(
+        "KEYTURN_DATABASE_URL".into(),
+        format!("sqlite://{}/data/keyturn.db", dir.path().display()),
+    );
+    env.insert(
+        "KEYTURN_KEYS_DIR".into(),
+        dir.path().join("keys").display().to_string(),
+    );
+    for (k, v) in extra {
+        env.insert((*k).into(), (*v).into());
+    }
+    let settings = RawSettings::gather(None, |k| env.get(k).cloned())
+        .expect("settings")
+        .parse()
+        .expect("valid settings");
+    let clock = ManualClock::default();
+    let app = Application::build_with_clock(settings.clone(), Arc::new(clock.clone()))
+        .await
+        .expect("app builds");
+    let base = format!("http://{}", app.local_addr());
+    let services = app.services().clone();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        base,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        dir,
+        settings,
+        clock,
+        services,
+        env: env.into_iter().collect(),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Creates a user through the same domain code the CLI uses.
+    pub async fn create_user(&self, name: &str, roles: &[&str]) {
+        self.services
+            .accounts
+            .create(
+                name,
+                &SecretString::from(PASSWORD),
+                roles.iter().map(|r| (*r).to_owned()).collect(),
+            )
+            .await
+            .expect("user created");
+    }
+
+    pub async fn login(&self, name: &str, password: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/login"))
+            .json(&json!({"username": name, "password": password}))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Logs in and returns the access token.
+    pub async fn token(&self, name: &str) -> String {
+        let response = self.login(name, PASSWORD).await;
+        assert_eq!(response.status(), 200, "login of {name}");
+        let body: Value = response.json().await.expect("json");
+        body["access_token"].as_str().expect("token").to_owned()
+    }
+
+    /// A user with `roles` and a token for them.
+    pub async fn user_token(&self, name: &str, roles: &[&str]) -> String {
+        self.create_user(name, roles).await;
+        self.token(name).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request")
+    }
+
+    pub async fn jwks(&self) -> Value {
+        self.get("/.well-known/jwks.json", None)
+            .await
+            .json()
+            .await
+            .expect("jwks json")
+    }
+
+    /// The PKCS#8 private key of the current signing key, opened with the
+    /// master key the way the server does: lets tests forge tokens that are
+    /// validly signed but wrong in one respect.
+    pub async fn current_private_key(&self) -> (String, Vec<u8>) {
+        let master = MasterKey::load_or_create(&self.settings.keys_dir).expect("master key");
+        let rows = self.services.store.list_keys().await.expect("keys");
+        let row = rows
+            .into_iter()
+            .find(|r| r.state == KeyState::Current.as_str())
+            .expect("a current key");
+        let pkcs8 = master
+            .open(&row.kid, row.sealed_private.as_deref().expect("sealed"))
+            .expect("opens");
+        (row.kid, pkcs8.to_vec())
+    }
+
+    /// Runs the real `keyturn` binary against this app's store.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        use std::io::Write as _;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keyturn"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("keyturn binary runs");
+        {
+            let mut input = child.stdin.take().expect("stdin");
+            if let Some(text) = stdin {
+                input.write_all(text.as_bytes()).expect("write stdin");
+            }
+        }
+        child.wait_with_output().expect("keyturn exits")
+    }
+}
+
+impl TestApp {
+    /// Runs a statement on the app's SQLite file, as another writer would.
+    pub async fn sql(&self, statement: &'static str) {
+        let url = format!("sqlite://{}/data/keyturn.db", self.dir.path().display());
+        let pool = sqlx::SqlitePool::connect(&url).await.expect("sqlite");
+        sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .expect("statement");
+        pool.close().await;
+    }
+
+    /// Polls `probe` until `done` holds (at most ~5 s: the server polls the
+    /// store every second), returning the last value.
+    pub async fn eventually<T, F, Fut>(&self, probe: F, done: impl Fn(&T) -> bool) -> T
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let mut value = probe().await;
+        for _ in 0..50 {
+            if done(&value) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            value = probe().await;
+        }
+        value
+    }
+}
+
+/// Decodes a JWT segment (header or claims) without verifying anything.
+pub fn segment(token: &str, index: usize) -> Value {
+    use base64::Engine as _;
+    let part = token.split('.').nth(index).expect("segment");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("json")
+}
+
+/// Asserts the SPEC's error body and returns its `error` code.
+pub async fn error_code(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.expect("JSON error body");
+    assert!(
+        body["error_description"].is_string(),
+        "error_description in {body}"
+    );
+    body["error"].as_str().expect("error code").to_owned()
+}
+
+impl TestApp {
+    pub fn clock_now(&self) -> i64 {
+        use keyturn::clock::Clock as _;
+        self.clock.now()
+    }
+
+    /// Every byte of the SQLite database, WAL and shared memory included.
+    pub fn database_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for entry in std::fs::read_dir(self.dir.path().join("data")).expect("data dir") {
+            let path = entry.expect("entry").path();
+            bytes.extend(std::fs::read(&path).expect("readable"));
+        }
+        bytes
+    }
+}
