@@ -13,6 +13,9 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "verifier")]
+pub mod verifier;
+
 #[cfg(feature = "server")]
 pub mod accounts;
 #[cfg(feature = "server")]

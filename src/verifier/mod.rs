@@ -1,0 +1,900 @@
+//! Validate keyturn (or any standard issuer's) access tokens from a JWKS,
+//! by `kid`, without a shared secret.
+//!
+//! A resource server builds one [`Verifier`] at start-up, from the issuer's
+//! URL (RFC 8414 / OpenID discovery finds the `jwks_uri`) or straight from a
+//! JWKS URL, and calls [`Verifier::verify`] for every request:
+//!
+//! ```no_run
+//! use keyturn::verifier::{Claims, Verifier};
+//!
+//! # async fn run(token: &str) -> Result<(), Box<dyn std::error::Error>> {
+//! let verifier = Verifier::builder()
+//!     .issuer_url("http://127.0.0.1:8080")
+//!     .audience(["keyturn"])
+//!     .build()
+//!     .await?;
+//!
+//! let claims: Claims = verifier.verify(token).await?;
+//! println!("{} may {:?}", claims.sub, claims.scopes().collect::<Vec<_>>());
+//! if !claims.has_role("admin") {
+//!     // answer 403
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! What it checks, in order: size (8 KiB by default), shape (three
+//! base64url parts), header (`alg` allowed — never `none` or HMAC —, `typ`
+//! is `at+jwt`, no `crit`), the key named by `kid` (and the header `alg` must
+//! be that key's algorithm), the signature, then the claims (`exp`, `nbf`,
+//! `iat` with leeway; `iss`; `aud`; required claims). `jku`, `jwk`, `x5u` and
+//! `x5c` headers are never followed.
+//!
+//! Keys are cached by `kid`, refreshed in the background when the JWKS
+//! `max-age` runs out; an unknown `kid` triggers at most one coalesced,
+//! rate-limited refetch; cached keys keep working while the JWKS endpoint is
+//! down, up to a maximum staleness. See `docs/verifier.md`.
+//!
+//! This module imports nothing from the rest of the crate: it is what the
+//! `verifier` feature ships to resource servers.
+
+#![deny(missing_docs)]
+
+mod error;
+mod jwks_cache;
+#[cfg(feature = "poem")]
+pub mod poem;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub use error::{BuildError, VerifyError};
+/// Signature algorithms, as used by [`VerifierBuilder::algorithms`].
+pub use jsonwebtoken::Algorithm;
+/// JSON Web Key types, for [`VerifierBuilder::build_from_jwks`].
+pub use jsonwebtoken::jwk::{Jwk, JwkSet};
+
+use jwks_cache::{CacheOptions, JwksCache};
+
+/// Tokens longer than this are refused before any decoding, by default.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// The claims of a verified access token.
+///
+/// The standard claims keyturn issues (SPEC §3, RFC 9068) are fields; any
+/// other claims go to `extra`, typed by the caller: `Claims` (`E = ()`)
+/// ignores them, `Claims<serde_json::Value>` keeps them all, and
+/// `Claims<MyClaims>` deserializes them into your own struct (whose fields
+/// must not reuse the standard names below — those are consumed here).
+///
+/// Absent string claims are empty and absent lists are empty; the
+/// verifier's required claims (`exp`, `iat`, `sub` by default) are
+/// guaranteed present.
+///
+/// ```
+/// use keyturn::verifier::Claims;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Tenant { tenant: String }
+///
+/// let claims: Claims<Tenant> = serde_json::from_str(
+///     r#"{"sub":"u1","aud":"api","scope":"reports:read orders:write",
+///         "roles":["admin"],"tenant":"acme"}"#,
+/// ).unwrap();
+/// assert_eq!(claims.aud, ["api"]);
+/// assert!(claims.has_scope("reports:read"));
+/// assert!(claims.has_role("admin"));
+/// assert_eq!(claims.extra.tenant, "acme");
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Claims<E = ()> {
+    /// Issuer (`iss`).
+    #[serde(default)]
+    pub iss: String,
+    /// Subject (`sub`): the user id, or the client id for client tokens.
+    #[serde(default)]
+    pub sub: String,
+    /// Audiences (`aud`, a string or an array in the token).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub aud: Vec<String>,
+    /// Expiry (`exp`), seconds since the Unix epoch.
+    #[serde(
+        default,
+        deserialize_with = "numeric_date",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub exp: Option<u64>,
+    /// Issued at (`iat`), seconds since the Unix epoch.
+    #[serde(
+        default,
+        deserialize_with = "numeric_date",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub iat: Option<u64>,
+    /// Not before (`nbf`), seconds since the Unix epoch.
+    #[serde(
+        default,
+        deserialize_with = "numeric_date",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub nbf: Option<u64>,
+    /// Unique token id (`jti`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// The OAuth client the token was issued to (`first-party` for keyturn's `/login`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Space-separated scopes (may be empty); see [`Claims::scopes`].
+    #[serde(default)]
+    pub scope: String,
+    /// Roles (empty when absent).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The user's name, for user tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Every other claim, deserialized as `E`.
+    #[serde(flatten)]
+    pub extra: E,
+}
+
+impl<E> Claims<E> {
+    /// The scopes, split on whitespace.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope.split_ascii_whitespace()
+    }
+
+    /// Whether `scope` contains `wanted` (exact, case-sensitive match).
+    pub fn has_scope(&self, wanted: &str) -> bool {
+        self.scopes().any(|s| s == wanted)
+    }
+
+    /// Whether `roles` contains `wanted` (exact, case-sensitive match).
+    pub fn has_role(&self, wanted: &str) -> bool {
+        self.roles.iter().any(|r| r == wanted)
+    }
+}
+
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => Vec::new(),
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(v)) => v,
+    })
+}
+
+/// A JWT NumericDate: a non-negative integer, or a float (rounded down).
+fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a non-negative NumericDate")
+        }
+        fn visit_u64<Er: serde::de::Error>(self, v: u64) -> Result<Self::Value, Er> {
+            Ok(Some(v))
+        }
+        fn visit_i64<Er: serde::de::Error>(self, v: i64) -> Result<Self::Value, Er> {
+            u64::try_from(v)
+                .map(Some)
+                .map_err(|_| Er::custom("negative NumericDate"))
+        }
+        fn visit_f64<Er: serde::de::Error>(self, v: f64) -> Result<Self::Value, Er> {
+            if v.is_finite() && (0.0..1.0e19).contains(&v) {
+                // Checked finite and in range just above, so the cast is exact enough.
+                Ok(Some(v.floor() as u64))
+            } else {
+                Err(Er::custom("NumericDate out of range"))
+            }
+        }
+        fn visit_unit<Er: serde::de::Error>(self) -> Result<Self::Value, Er> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Visitor)
+}
+
+/// Claims a verifier can require to be present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Required(u8);
+
+impl Required {
+    const NAMES: [&'static str; 7] = ["exp", "iat", "nbf", "sub", "iss", "aud", "jti"];
+    const MISSING: [&'static str; 7] = [
+        "missing required claim `exp`",
+        "missing required claim `iat`",
+        "missing required claim `nbf`",
+        "missing required claim `sub`",
+        "missing required claim `iss`",
+        "missing required claim `aud`",
+        "missing required claim `jti`",
+    ];
+
+    fn parse(names: &[String]) -> Result<Self, BuildError> {
+        let mut bits = 0u8;
+        for name in names {
+            let index = Self::NAMES.iter().position(|n| n == name).ok_or_else(|| {
+                BuildError::InvalidOption(format!(
+                    "required_claims: `{name}` is not one of {:?}",
+                    Self::NAMES
+                ))
+            })?;
+            bits |= 1 << index;
+        }
+        Ok(Required(bits))
+    }
+
+    fn check<E>(self, c: &Claims<E>) -> Result<(), VerifyError> {
+        let present = [
+            c.exp.is_some(),
+            c.iat.is_some(),
+            c.nbf.is_some(),
+            !c.sub.is_empty(),
+            !c.iss.is_empty(),
+            !c.aud.is_empty(),
+            c.jti.is_some(),
+        ];
+        for (i, ok) in present.into_iter().enumerate() {
+            if self.0 & (1 << i) != 0 && !ok {
+                return Err(VerifyError::Malformed(Self::MISSING[i]));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where the keys come from.
+#[derive(Debug, Clone)]
+enum Source {
+    None,
+    Issuer(String),
+    Jwks(String),
+}
+
+/// The expected issuer.
+#[derive(Debug, Clone)]
+enum IssuerRule {
+    /// From discovery (the metadata's `issuer`), else required.
+    Default,
+    Exact(String),
+    Any,
+}
+
+/// Configures and builds a [`Verifier`]; start with [`Verifier::builder`].
+///
+/// Defaults: algorithms RS256 and EdDSA, `typ` `at+jwt`, leeway 30 s,
+/// required claims `exp`, `iat`, `sub`, tokens up to 8 KiB, JWKS fetch
+/// timeout 5 s and size limit 1 MiB, refresh interval the JWKS `max-age`
+/// clamped to 30 s – 1 h (300 s without one), unknown-`kid` refetch at
+/// most every 10 s, cached keys usable up to 1 h past their `max-age`
+/// while the JWKS endpoint fails.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct VerifierBuilder {
+    source: Source,
+    issuer: IssuerRule,
+    audience: Option<Vec<String>>,
+    leeway: Duration,
+    algorithms: Vec<Algorithm>,
+    required: Vec<String>,
+    typ: Option<String>,
+    max_token_bytes: usize,
+    cache: CacheOptions,
+    client: Option<reqwest::Client>,
+}
+
+impl Default for VerifierBuilder {
+    fn default() -> Self {
+        VerifierBuilder {
+            source: Source::None,
+            issuer: IssuerRule::Default,
+            audience: None,
+            leeway: Duration::from_secs(30),
+            algorithms: vec![Algorithm::RS256, Algorithm::EdDSA],
+            required: vec!["exp".into(), "iat".into(), "sub".into()],
+            typ: Some("at+jwt".into()),
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            cache: CacheOptions::default(),
+            client: None,
+        }
+    }
+}
+
+impl VerifierBuilder {
+    /// Trust the issuer at this URL: its RFC 8414 metadata
+    /// (`/.well-known/oauth-authorization-server`, then OpenID's
+    /// `/.well-known/openid-configuration`) gives the `jwks_uri`, and its
+    /// `issuer` becomes the expected `iss` unless [`issuer`](Self::issuer)
+    /// says otherwise.
+    pub fn issuer_url(mut self, url: impl Into<String>) -> Self {
+        self.source = Source::Issuer(url.into());
+        self
+    }
+
+    /// Fetch keys from this JWKS URL directly (no discovery); then
+    /// [`issuer`](Self::issuer) is required.
+    pub fn jwks_url(mut self, url: impl Into<String>) -> Self {
+        self.source = Source::Jwks(url.into());
+        self
+    }
+
+    /// The exact `iss` tokens must carry.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = IssuerRule::Exact(issuer.into());
+        self
+    }
+
+    /// Accept any `iss`. Only for a JWKS that a single issuer uses.
+    pub fn danger_accept_any_issuer(mut self) -> Self {
+        self.issuer = IssuerRule::Any;
+        self
+    }
+
+    /// The audiences this resource server answers to: a token is accepted
+    /// when its `aud` names at least one of them.
+    pub fn audience<I, S>(mut self, audiences: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.audience = Some(audiences.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Accept tokens for any audience (RFC 9068 says resource servers must
+    /// check `aud`; use only when the issuer serves this one API).
+    pub fn danger_accept_any_audience(mut self) -> Self {
+        self.audience = Some(Vec::new());
+        self
+    }
+
+    /// Clock skew accepted on `exp`, `nbf` and `iat` (whole seconds).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Allowed signature algorithms (default RS256 and EdDSA). `none` cannot
+    /// be expressed and HMAC algorithms are dropped: a JWKS verifier never
+    /// accepts shared-secret signatures.
+    pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.algorithms = algorithms.into_iter().collect();
+        self
+    }
+
+    /// Claims that must be present: any of `exp`, `iat`, `nbf`, `sub`,
+    /// `iss`, `aud`, `jti` (default `exp`, `iat`, `sub`). `iss` and `aud`
+    /// are always checked when an issuer/audience is expected.
+    pub fn required_claims<I, S>(mut self, claims: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.required = claims.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The header `typ` tokens must carry (default `at+jwt`, RFC 9068; the
+    /// `application/` prefix and letter case are ignored). `None` skips the
+    /// check, for issuers that send plain `JWT` access tokens.
+    pub fn typ(mut self, typ: Option<&str>) -> Self {
+        self.typ = typ.map(|t| normalise_typ(t).to_owned());
+        self
+    }
+
+    /// Refuse tokens longer than this many bytes before decoding (default 8 KiB).
+    pub fn max_token_size(mut self, bytes: usize) -> Self {
+        self.max_token_bytes = bytes;
+        self
+    }
+
+    /// Timeout of each discovery or JWKS request (default 5 s).
+    pub fn http_timeout(mut self, timeout: Duration) -> Self {
+        self.cache.http_timeout = timeout;
+        self
+    }
+
+    /// Largest accepted discovery or JWKS response body (default 1 MiB).
+    pub fn max_jwks_size(mut self, bytes: usize) -> Self {
+        self.cache.max_body_bytes = bytes;
+        self
+    }
+
+    /// Bounds of the background refresh interval: the JWKS `max-age` is
+    /// clamped to `[min, max]` (default 30 s – 1 h). `min` is also the retry
+    /// interval after a failed fetch.
+    pub fn refresh_bounds(mut self, min: Duration, max: Duration) -> Self {
+        self.cache.min_refresh = min;
+        self.cache.max_refresh = max;
+        self
+    }
+
+    /// Minimum time between two refetches caused by unknown `kid`s (default 10 s).
+    pub fn unknown_kid_cooldown(mut self, cooldown: Duration) -> Self {
+        self.cache.unknown_kid_cooldown = cooldown;
+        self
+    }
+
+    /// How long past their `max-age` cached keys keep working while the JWKS
+    /// endpoint fails (default 1 h); after that every verification fails with
+    /// [`VerifyError::JwksUnavailable`].
+    pub fn max_staleness(mut self, staleness: Duration) -> Self {
+        self.cache.max_staleness = staleness;
+        self
+    }
+
+    /// Use this HTTP client (proxies, custom roots…) instead of a default one.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Discover the issuer if needed, fetch the JWKS once and start the
+    /// background refresh (on the current tokio runtime).
+    ///
+    /// Fails if the metadata or the JWKS cannot be fetched now, so a
+    /// misconfiguration shows at start-up.
+    pub async fn build(self) -> Result<Verifier, BuildError> {
+        let client = match &self.client {
+            Some(c) => c.clone(),
+            None => default_client(&self.cache)?,
+        };
+        let (jwks_url, discovered_issuer) = match &self.source {
+            Source::None => return Err(BuildError::MissingKeySource),
+            Source::Jwks(url) => (check_url(url)?.to_string(), None),
+            Source::Issuer(url) => {
+                let (issuer, jwks) = discover(&client, url, &self.cache).await?;
+                (jwks, Some(issuer))
+            }
+        };
+        let policy = self.policy(discovered_issuer)?;
+        let cache = JwksCache::fetch_new(client, jwks_url, self.cache.clone())
+            .await
+            .map_err(|e| BuildError::Jwks(e.to_string()))?;
+        let cache = Arc::new(cache);
+        let refresher = jwks_cache::spawn_refresher(&cache);
+        Ok(Verifier {
+            inner: Arc::new(Inner {
+                policy,
+                cache,
+                refresher,
+            }),
+        })
+    }
+
+    /// Build over a fixed key set: no HTTP, no refresh (tests, benches,
+    /// offline tools, keys distributed by other means). Needs
+    /// [`issuer`](Self::issuer) and [`audience`](Self::audience).
+    ///
+    /// ```
+    /// use keyturn::verifier::{JwkSet, Verifier};
+    ///
+    /// let jwks: JwkSet = serde_json::from_str(r#"{"keys":[{"kty":"OKP","crv":"Ed25519",
+    ///     "x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"k1","use":"sig"}]}"#)?;
+    /// let verifier = Verifier::builder()
+    ///     .issuer("https://auth.example.com")
+    ///     .audience(["api"])
+    ///     .build_from_jwks(&jwks)?;
+    /// assert_eq!(verifier.key_ids(), ["k1"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn build_from_jwks(self, jwks: &JwkSet) -> Result<Verifier, BuildError> {
+        let policy = self.policy(None)?;
+        let cache = JwksCache::from_static(jwks).map_err(|e| BuildError::Jwks(e.to_string()))?;
+        Ok(Verifier {
+            inner: Arc::new(Inner {
+                policy,
+                cache: Arc::new(cache),
+                refresher: None,
+            }),
+        })
+    }
+
+    fn policy(&self, discovered_issuer: Option<String>) -> Result<Policy, BuildError> {
+        let issuer = match (&self.issuer, discovered_issuer) {
+            (IssuerRule::Exact(iss), _) => Some(iss.clone()),
+            (IssuerRule::Any, _) => None,
+            (IssuerRule::Default, Some(iss)) => Some(iss),
+            (IssuerRule::Default, None) => return Err(BuildError::MissingIssuer),
+        };
+        let audiences = self.audience.clone().ok_or(BuildError::MissingAudience)?;
+        let mut algorithms = Vec::new();
+        for alg in &self.algorithms {
+            if is_hmac(*alg) {
+                tracing::warn!(
+                    ?alg,
+                    "HMAC algorithms are never accepted by a JWKS verifier"
+                );
+            } else if !algorithms.contains(alg) {
+                algorithms.push(*alg);
+            }
+        }
+        if algorithms.is_empty() {
+            return Err(BuildError::InvalidOption(
+                "algorithms: no asymmetric algorithm allowed".into(),
+            ));
+        }
+        if self.max_token_bytes == 0 {
+            return Err(BuildError::InvalidOption(
+                "max_token_size must be positive".into(),
+            ));
+        }
+        if self.cache.min_refresh > self.cache.max_refresh {
+            return Err(BuildError::InvalidOption(
+                "refresh_bounds: min is greater than max".into(),
+            ));
+        }
+        Ok(Policy {
+            issuer,
+            audiences,
+            leeway: self.leeway.as_secs(),
+            algorithms,
+            required: Required::parse(&self.required)?,
+            typ: self.typ.clone(),
+            max_token_bytes: self.max_token_bytes,
+        })
+    }
+}
+
+fn is_hmac(alg: Algorithm) -> bool {
+    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
+fn normalise_typ(typ: &str) -> &str {
+    let t = typ.trim();
+    match (t.get(..12), t.get(12..)) {
+        (Some(prefix), Some(rest)) if prefix.eq_ignore_ascii_case("application/") => rest,
+        _ => t,
+    }
+}
+
+fn check_url(url: &str) -> Result<reqwest::Url, BuildError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| BuildError::InvalidOption(format!("`{url}` is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(BuildError::InvalidOption(format!(
+            "`{url}` is not an http(s) URL"
+        )));
+    }
+    Ok(parsed)
+}
+
+fn default_client(opts: &CacheOptions) -> Result<reqwest::Client, BuildError> {
+    reqwest::Client::builder()
+        .timeout(opts.http_timeout)
+        .connect_timeout(opts.http_timeout)
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .user_agent(concat!("keyturn-verifier/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| BuildError::InvalidOption(format!("HTTP client: {e}")))
+}
+
+/// RFC 8414 then OpenID discovery; returns (issuer, jwks_uri).
+async fn discover(
+    client: &reqwest::Client,
+    issuer_url: &str,
+    opts: &CacheOptions,
+) -> Result<(String, String), BuildError> {
+    #[derive(Deserialize)]
+    struct Metadata {
+        issuer: String,
+        jwks_uri: String,
+    }
+    let base = check_url(issuer_url)?;
+    let path = base.path().trim_end_matches('/');
+    let mut rfc8414 = base.clone();
+    rfc8414.set_path(&format!("/.well-known/oauth-authorization-server{path}"));
+    let mut oidc = base.clone();
+    oidc.set_path(&format!("{path}/.well-known/openid-configuration"));
+    let mut last_error = String::new();
+    for url in [rfc8414, oidc] {
+        let attempt = async {
+            let mut response = client
+                .get(url.clone())
+                .timeout(opts.http_timeout)
+                .header(reqwest::header::ACCEPT, "application/json")
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !response.status().is_success() {
+                return Err(format!("HTTP status {}", response.status().as_u16()));
+            }
+            let body = jwks_cache::read_limited(&mut response, opts.max_body_bytes)
+                .await
+                .map_err(|e| e.to_string())?;
+            serde_json::from_slice::<Metadata>(&body).map_err(|e| e.to_string())
+        };
+        match attempt.await {
+            Ok(meta) => {
+                // RFC 8414 §3.3: the metadata must be about the issuer we asked for.
+                if meta.issuer.trim_end_matches('/') != issuer_url.trim_end_matches('/') {
+                    return Err(BuildError::Discovery(format!(
+                        "{url} names issuer `{}`, not `{issuer_url}`",
+                        meta.issuer
+                    )));
+                }
+                check_url(&meta.jwks_uri)
+                    .map_err(|e| BuildError::Discovery(format!("jwks_uri: {e}")))?;
+                return Ok((meta.issuer, meta.jwks_uri));
+            }
+            Err(e) => last_error = format!("{url}: {e}"),
+        }
+    }
+    Err(BuildError::Discovery(last_error))
+}
+
+/// What a token must satisfy (fixed at build time).
+#[derive(Debug)]
+struct Policy {
+    issuer: Option<String>,
+    /// Empty: any audience (explicitly chosen).
+    audiences: Vec<String>,
+    leeway: u64,
+    algorithms: Vec<Algorithm>,
+    required: Required,
+    /// Normalised (no `application/` prefix); compared case-insensitively.
+    typ: Option<String>,
+    max_token_bytes: usize,
+}
+
+struct Inner {
+    policy: Policy,
+    cache: Arc<JwksCache>,
+    refresher: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = &self.refresher {
+            task.abort();
+        }
+    }
+}
+
+/// Validates access tokens against an issuer's JWKS.
+///
+/// Cheap to clone (one `Arc`): share one per issuer across the whole
+/// server. Dropping the last clone stops the background refresh.
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("jwks_url", &self.inner.cache.url())
+            .field("policy", &self.inner.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The header fields we read; everything else (`jku`, `jwk`, `x5u`, `x5c`…)
+/// is ignored, never followed.
+#[derive(Deserialize)]
+struct Header<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    typ: Option<Cow<'a, str>>,
+    #[serde(default)]
+    crit: Option<IgnoredAny>,
+}
+
+fn parse_alg(alg: &str) -> Option<Algorithm> {
+    Some(match alg {
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        // `none`, HS*, and anything unknown.
+        _ => return None,
+    })
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Verifier {
+    /// Start configuring a verifier.
+    pub fn builder() -> VerifierBuilder {
+        VerifierBuilder::default()
+    }
+
+    /// The JWKS URL keys come from (`None` for [`VerifierBuilder::build_from_jwks`]).
+    pub fn jwks_url(&self) -> Option<&str> {
+        self.inner.cache.url()
+    }
+
+    /// The expected `iss` (`None` if any issuer is accepted).
+    pub fn issuer(&self) -> Option<&str> {
+        self.inner.policy.issuer.as_deref()
+    }
+
+    /// The `kid`s of the keys currently cached.
+    pub fn key_ids(&self) -> Vec<String> {
+        self.inner.cache.key_ids()
+    }
+
+    /// Fetch the JWKS now (coalesced with any fetch in progress; ignores the
+    /// unknown-`kid` cooldown). On failure the cached keys stay in use.
+    pub async fn refresh(&self) -> Result<(), VerifyError> {
+        match self.inner.cache.refresh_if_due(None).await {
+            None => Ok(()),
+            Some(reason) => Err(VerifyError::JwksUnavailable(reason)),
+        }
+    }
+
+    /// Verify `token` (the compact JWS, without `Bearer `) and return its
+    /// claims, the non-standard ones deserialized as `E`.
+    ///
+    /// ```no_run
+    /// # use keyturn::verifier::{Claims, Verifier, VerifyError};
+    /// # async fn f(verifier: Verifier, token: &str) {
+    /// match verifier.verify::<()>(token).await {
+    ///     Ok(claims) => println!("hello {}", claims.sub),
+    ///     Err(VerifyError::Expired) => println!("log in again"),
+    ///     Err(e) if e.is_unavailable() => println!("try later: {e}"),
+    ///     Err(e) => println!("refused: {e}"),
+    /// }
+    /// # }
+    /// ```
+    pub async fn verify<E: DeserializeOwned>(&self, token: &str) -> Result<Claims<E>, VerifyError> {
+        let policy = &self.inner.policy;
+        let parts = split(token, policy.max_token_bytes)?;
+        let header_bytes = decode_header(parts.header)?;
+        let header = parse_header(&header_bytes)?;
+        let alg = parse_alg(&header.alg).ok_or(VerifyError::DisallowedAlgorithm)?;
+        if !policy.algorithms.contains(&alg) {
+            return Err(VerifyError::DisallowedAlgorithm);
+        }
+        if let Some(expected) = &policy.typ {
+            match header.typ.as_deref().map(normalise_typ) {
+                Some(typ) if typ.eq_ignore_ascii_case(expected) => {}
+                _ => return Err(VerifyError::WrongType),
+            }
+        }
+        if header.crit.is_some() {
+            return Err(VerifyError::Malformed("unsupported critical header"));
+        }
+        let key = self.inner.cache.key(header.kid.as_deref()).await?;
+        self.check(&parts, alg, &key, now_secs())
+    }
+
+    fn check<E: DeserializeOwned>(
+        &self,
+        parts: &Parts<'_>,
+        alg: Algorithm,
+        key: &jwks_cache::KeyEntry,
+        now: u64,
+    ) -> Result<Claims<E>, VerifyError> {
+        let policy = &self.inner.policy;
+        // The algorithm comes from the key; the header must agree with it.
+        if key.alg != alg {
+            return Err(VerifyError::DisallowedAlgorithm);
+        }
+        match jsonwebtoken::crypto::verify(parts.signature, parts.message.as_bytes(), &key.key, alg)
+        {
+            Ok(true) => {}
+            Ok(false) => return Err(VerifyError::BadSignature),
+            Err(e) => {
+                return Err(match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::Base64(_) => {
+                        VerifyError::Malformed("signature is not base64url")
+                    }
+                    _ => VerifyError::BadSignature,
+                });
+            }
+        }
+        let payload = URL_SAFE_NO_PAD
+            .decode(parts.payload)
+            .map_err(|_| VerifyError::Malformed("claims are not base64url"))?;
+        let claims: Claims<E> = serde_json::from_slice(&payload)
+            .map_err(|_| VerifyError::Malformed("claims are not the expected JSON"))?;
+        policy.required.check(&claims)?;
+        let leeway = policy.leeway;
+        if let Some(exp) = claims.exp
+            && now >= exp.saturating_add(leeway)
+        {
+            return Err(VerifyError::Expired);
+        }
+        if let Some(nbf) = claims.nbf
+            && nbf > now.saturating_add(leeway)
+        {
+            return Err(VerifyError::NotYetValid);
+        }
+        if let Some(iat) = claims.iat
+            && iat > now.saturating_add(leeway)
+        {
+            return Err(VerifyError::NotYetValid);
+        }
+        if let Some(issuer) = &policy.issuer
+            && claims.iss != *issuer
+        {
+            return Err(VerifyError::WrongIssuer);
+        }
+        if !policy.audiences.is_empty()
+            && !claims
+                .aud
+                .iter()
+                .any(|aud| policy.audiences.iter().any(|want| want == aud))
+        {
+            return Err(VerifyError::WrongAudience);
+        }
+        Ok(claims)
+    }
+}
+
+/// The three parts of a compact JWS.
+struct Parts<'a> {
+    header: &'a str,
+    payload: &'a str,
+    signature: &'a str,
+    /// `header.payload`, what the signature covers.
+    message: &'a str,
+}
+
+fn split(token: &str, max_bytes: usize) -> Result<Parts<'_>, VerifyError> {
+    if token.len() > max_bytes {
+        return Err(VerifyError::Malformed("token too large"));
+    }
+    let token = token.trim();
+    let mut dots = token.match_indices('.').map(|(i, _)| i);
+    let (Some(first), Some(second), None) = (dots.next(), dots.next(), dots.next()) else {
+        return Err(VerifyError::Malformed("not a compact JWS (three parts)"));
+    };
+    let header = &token[..first];
+    let payload = &token[first + 1..second];
+    let signature = &token[second + 1..];
+    if header.is_empty() || payload.is_empty() {
+        return Err(VerifyError::Malformed("empty header or claims"));
+    }
+    Ok(Parts {
+        header,
+        payload,
+        signature,
+        message: &token[..second],
+    })
+}
+
+/// Base64url-decode the header (bounded), to be parsed by [`parse_header`].
+fn decode_header(encoded: &str) -> Result<Vec<u8>, VerifyError> {
+    if encoded.len() > 2048 {
+        return Err(VerifyError::Malformed("header too large"));
+    }
+    URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| VerifyError::Malformed("header is not base64url"))
+}
+
+fn parse_header(bytes: &[u8]) -> Result<Header<'_>, VerifyError> {
+    serde_json::from_slice(bytes)
+        .map_err(|_| VerifyError::Malformed("header is not the expected JSON"))
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
