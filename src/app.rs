@@ -13,7 +13,9 @@ use crate::accounts::{Accounts, HashError, PasswordHasher};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::http::{self, HttpState};
+use crate::keys::rotation::{Action, Policy};
 use crate::keys::{KeyError, KeyManager, KeyringHandle, MasterKey, MasterKeyError};
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::token::{TokenPolicy, Tokens};
 
@@ -67,12 +69,15 @@ impl Services {
             Some(encoded) => MasterKey::from_base64(encoded, "KEYTURN_MASTER_KEY")?,
             None => MasterKey::load_or_create(&settings.keys_dir)?,
         };
-        let keys = KeyManager::new(
-            store.clone(),
-            Arc::new(master),
-            settings.signing_alg,
-            settings.rsa_bits,
-        );
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let policy = Policy {
+            alg: settings.signing_alg,
+            schedule: settings.rotation_schedule.clone(),
+            prepublish: secs(settings.key_prepublish),
+            // A retired key stays until every token it signed has expired.
+            retire_after: secs(settings.access_token_ttl).saturating_add(secs(settings.leeway)),
+        };
+        let keys = KeyManager::new(store.clone(), Arc::new(master), policy, settings.rsa_bits);
         let accounts = Accounts::new(store.clone(), PasswordHasher::owasp()?, Arc::clone(&clock));
         Ok(Self {
             store,
@@ -90,7 +95,18 @@ pub struct Application {
     endpoint: poem::endpoint::BoxEndpoint<'static>,
     services: Services,
     keyring: KeyringHandle,
-    poller: tokio::task::JoinHandle<()>,
+    metrics: Arc<Metrics>,
+    background: AbortOnDrop,
+}
+
+/// Aborts the background loop when the application (or the future serving
+/// it) is dropped, even if it was never polled.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Application {
@@ -105,9 +121,12 @@ impl Application {
         clock: SharedClock,
     ) -> Result<Self, AppError> {
         let services = Services::open(&settings, Arc::clone(&clock)).await?;
-        services.keys.ensure_keyset(clock.now()).await?;
+        let metrics = Arc::new(Metrics::default());
+        // First keys, or the one rotation a server that was down has missed.
+        let run = services.keys.run_scheduled(clock.now()).await?;
+        count_key_changes(&metrics, &run.actions);
         let keyring = KeyringHandle::default();
-        keyring.set(services.keys.load_keyring().await?);
+        keyring.set(services.keys.load_keyring(clock.now()).await?);
         services
             .accounts
             .status_view()
@@ -134,6 +153,8 @@ impl Application {
             accounts: services.accounts.clone(),
             tokens,
             jwks_max_age: settings.jwks_max_age,
+            clock: Arc::clone(&clock),
+            metrics: Arc::clone(&metrics),
         });
         let acceptor = TcpListener::bind(settings.bind)
             .into_acceptor()
@@ -148,14 +169,19 @@ impl Application {
             .and_then(|a| a.as_socket_addr().copied())
             .unwrap_or(settings.bind);
         let endpoint = poem::EndpointExt::boxed(http::routes(state, &settings.issuer));
-        let poller = tokio::spawn(poll_store(services.clone(), keyring.clone()));
+        let background = AbortOnDrop(tokio::spawn(maintain(
+            services.clone(),
+            keyring.clone(),
+            Arc::clone(&metrics),
+        )));
         Ok(Self {
             local_addr,
             acceptor,
             endpoint,
             services,
             keyring,
-            poller,
+            metrics,
+            background,
         })
     }
 
@@ -174,17 +200,26 @@ impl Application {
         &self.keyring
     }
 
+    /// This instance's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Serves until Ctrl-C / SIGTERM, then drains for up to 10 seconds.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = poem::Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(
-                self.endpoint,
-                shutdown_signal(),
-                Some(Duration::from_secs(10)),
-            )
-            .await;
-        self.poller.abort();
-        result
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes. Dropping the returned future stops
+    /// the background loop too (tests use that to stop a server).
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        let _background = self.background;
+        poem::Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(self.endpoint, shutdown, Some(Duration::from_secs(10)))
+            .await
     }
 }
 
@@ -211,34 +246,81 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Keeps the keyring and the user view in step with the store, so changes
-/// from the CLI or other instances are seen within [`POLL_INTERVAL`].
-async fn poll_store(services: Services, keyring: KeyringHandle) {
+/// Counts rotations, revocations and prunes among applied key actions.
+pub fn count_key_changes(metrics: &Metrics, actions: &[Action]) {
+    let count = |f: fn(&Action) -> bool| actions.iter().filter(|a| f(a)).count() as u64;
+    metrics.key_changes(
+        count(|a| matches!(a, Action::Promote(_))),
+        count(|a| matches!(a, Action::Revoke(_))),
+        count(|a| matches!(a, Action::Prune(_))),
+    );
+}
+
+/// The background loop: every [`POLL_INTERVAL`], one [`maintain_once`].
+async fn maintain(services: Services, keyring: KeyringHandle, metrics: Arc<Metrics>) {
     let mut interval = tokio::time::interval(POLL_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut announced_postponement = None;
     loop {
         interval.tick().await;
-        let versions = match services.store.versions().await {
-            Ok(v) => v,
-            Err(err) => {
-                tracing::warn!(error = %err, "store poll failed; serving from memory");
-                continue;
+        let postponed = maintain_once(&services, &keyring, &metrics).await;
+        if postponed != announced_postponement {
+            if let Some(until) = postponed {
+                tracing::warn!(
+                    until = %chrono::DateTime::from_timestamp(until, 0).unwrap_or_default(),
+                    "rotation due but postponed: the next key has not been published \
+                     for KEYTURN_KEY_PREPUBLISH yet"
+                );
             }
-        };
-        if versions.keys != keyring.get().version {
-            match services.keys.load_keyring().await {
-                Ok(new) => {
-                    tracing::info!(version = new.version, "keyset changed; keyring reloaded");
-                    keyring.set(new);
-                }
-                Err(err) => tracing::error!(error = %err, "keyring reload failed"),
+            announced_postponement = postponed;
+        }
+    }
+}
+
+/// One maintenance pass: runs the key schedule (rotation, pruning) and
+/// brings the keyring and user view in step with the store, so changes from
+/// the CLI or other instances are seen. Returns a postponed rotation's time.
+pub async fn maintain_once(
+    services: &Services,
+    keyring: &KeyringHandle,
+    metrics: &Metrics,
+) -> Option<i64> {
+    let postponed = match services.keys.run_scheduled(services.clock.now()).await {
+        Ok(run) => {
+            count_key_changes(metrics, &run.actions);
+            run.postponed_until
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "scheduled key maintenance failed");
+            None
+        }
+    };
+    poll_store(services, keyring).await;
+    postponed
+}
+
+/// Reloads the views whose store version moved.
+async fn poll_store(services: &Services, keyring: &KeyringHandle) {
+    let versions = match services.store.versions().await {
+        Ok(v) => v,
+        Err(err) => {
+            tracing::warn!(error = %err, "store poll failed; serving from memory");
+            return;
+        }
+    };
+    if versions.keys != keyring.get().version {
+        match services.keys.load_keyring(services.clock.now()).await {
+            Ok(new) => {
+                tracing::info!(version = new.version, "keyset changed; keyring reloaded");
+                keyring.set(new);
             }
+            Err(err) => tracing::error!(error = %err, "keyring reload failed"),
         }
-        let view = services.accounts.status_view();
-        if versions.users != view.version()
-            && let Err(err) = view.reload(&services.store).await
-        {
-            tracing::warn!(error = %err, "user view reload failed");
-        }
+    }
+    let view = services.accounts.status_view();
+    if versions.users != view.version()
+        && let Err(err) = view.reload(&services.store).await
+    {
+        tracing::warn!(error = %err, "user view reload failed");
     }
 }

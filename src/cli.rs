@@ -112,9 +112,12 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     Users(UsersCommand),
-    /// Inspect signing keys.
+    /// Inspect and manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Work with tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +174,38 @@ enum KeysCommand {
     List,
     /// Print the public JWKS.
     Jwks,
+    /// Rotate now: next → current, current → retired, a new next.
+    Rotate {
+        /// Rotate even if the next key has not been published for
+        /// KEYTURN_KEY_PREPUBLISH (verifiers then refetch on the new kid).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Emergency removal of a key from the JWKS; a replacement signs at once.
+    Revoke {
+        /// The key id.
+        kid: String,
+    },
+    /// Add an RSA (PKCS#8/PKCS#1) or Ed25519 (PKCS#8) PEM private key as the next key.
+    Import {
+        /// The PEM file.
+        pem_file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Verify a token against an issuer's published keys and print its claims.
+    Verify {
+        /// The access token.
+        token: String,
+        /// The issuer URL (discovery) whose JWKS to trust.
+        #[arg(long)]
+        issuer: String,
+        /// Expected audience (default: KEYTURN_AUDIENCE).
+        #[arg(long)]
+        audience: Option<String>,
+    },
 }
 
 /// Parses arguments and runs; returns the process exit code.
@@ -211,6 +246,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(settings).await,
         Command::Users(cmd) => users(&open(&settings).await?, cmd).await,
         Command::Keys(cmd) => keys(&open(&settings).await?, cmd).await,
+        Command::Token(cmd) => token(&settings, cmd).await,
     }
 }
 
@@ -337,34 +373,78 @@ async fn set_disabled(services: &Services, name: &str, disabled: bool) -> anyhow
 }
 
 async fn keys(services: &Services, cmd: KeysCommand) -> anyhow::Result<()> {
+    let now = services.clock.now();
     match cmd {
-        KeysCommand::List => {
-            println!(
-                "{:<44} {:<6} {:<8} {:<20} {:<20} RETIRED/REVOKED",
-                "KID", "ALG", "STATE", "PUBLISHED", "ACTIVATED"
-            );
-            let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
-                t.map_or_else(
-                    || "-".to_owned(),
-                    |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                )
-            };
-            for key in services.keys.list().await? {
-                println!(
-                    "{:<44} {:<6} {:<8} {:<20} {:<20} {}",
-                    key.kid,
-                    key.alg,
-                    key.state,
-                    time(Some(key.published_at)),
-                    time(key.activated_at),
-                    time(key.revoked_at.or(key.retired_at)),
-                );
-            }
-        }
+        KeysCommand::List => print_keys(services).await?,
         KeysCommand::Jwks => {
             let jwks = services.keys.jwks().await?;
             println!("{}", String::from_utf8_lossy(&jwks.body));
         }
+        KeysCommand::Rotate { force } => {
+            services.keys.rotate(now, force).await?;
+            println!("rotated; running servers pick it up within seconds");
+            print_keys(services).await?;
+        }
+        KeysCommand::Revoke { kid } => {
+            services.keys.revoke(&kid, now).await?;
+            println!("revoked {kid}; running servers refuse its tokens within seconds");
+            print_keys(services).await?;
+        }
+        KeysCommand::Import { pem_file } => {
+            let pem = std::fs::read_to_string(&pem_file)
+                .with_context(|| format!("cannot read {}", pem_file.display()))?;
+            let kid = services.keys.import(&pem, now).await?;
+            println!("imported {kid} as the next key");
+        }
     }
+    Ok(())
+}
+
+async fn print_keys(services: &Services) -> anyhow::Result<()> {
+    let info = services.keys.list(services.clock.now()).await?;
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map_or_else(
+            || "-".to_owned(),
+            |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        )
+    };
+    println!(
+        "{:<44} {:<6} {:<8} {:<20} {:<20} {:<20} PRUNE",
+        "KID", "ALG", "STATE", "PUBLISHED", "ACTIVATED", "RETIRED/REVOKED"
+    );
+    for key in info.keys {
+        println!(
+            "{:<44} {:<6} {:<8} {:<20} {:<20} {:<20} {}",
+            key.kid,
+            key.alg,
+            key.state,
+            time(Some(key.published_at)),
+            time(key.activated_at),
+            time(key.revoked_at.or(key.retired_at)),
+            time(key.prune_at),
+        );
+    }
+    println!("next rotation: {}", time(info.next_rotation_at));
+    Ok(())
+}
+
+async fn token(settings: &Settings, cmd: TokenCommand) -> anyhow::Result<()> {
+    let TokenCommand::Verify {
+        token,
+        issuer,
+        audience,
+    } = cmd;
+    let verifier = crate::verifier::Verifier::builder()
+        .issuer_url(issuer)
+        .audience([audience.unwrap_or_else(|| settings.audience.clone())])
+        .leeway(settings.leeway)
+        .build()
+        .await
+        .context("cannot load the issuer's keys")?;
+    let claims = verifier
+        .verify::<serde_json::Value>(token.trim())
+        .await
+        .context("token rejected")?;
+    println!("{}", serde_json::to_string_pretty(&claims)?);
     Ok(())
 }

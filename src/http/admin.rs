@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use secrecy::SecretString;
@@ -11,7 +11,9 @@ use secrecy::SecretString;
 use super::auth::BearerAuth;
 use super::{ApiError, ApiTags, HttpState};
 use crate::accounts::{User, UserUpdate};
-use crate::keys::KeyInfo;
+use crate::app::count_key_changes;
+use crate::keys::rotation::Action;
+use crate::keys::{KeyInfo, KeysetInfo};
 
 /// A key as operators see it: never private material.
 #[derive(Debug, Object)]
@@ -32,6 +34,8 @@ pub struct KeyView {
     pub retired_at: Option<DateTime<Utc>>,
     /// Revoked.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Retired keys: when they leave the JWKS (all their tokens expired).
+    pub prune_at: Option<DateTime<Utc>>,
 }
 
 impl From<KeyInfo> for KeyView {
@@ -45,6 +49,7 @@ impl From<KeyInfo> for KeyView {
             activated_at: k.activated_at,
             retired_at: k.retired_at,
             revoked_at: k.revoked_at,
+            prune_at: k.prune_at,
         }
     }
 }
@@ -54,6 +59,17 @@ impl From<KeyInfo> for KeyView {
 pub struct KeyList {
     /// Every key, oldest first.
     pub keys: Vec<KeyView>,
+    /// When the next scheduled rotation will happen.
+    pub next_rotation_at: Option<DateTime<Utc>>,
+}
+
+impl From<KeysetInfo> for KeyList {
+    fn from(info: KeysetInfo) -> Self {
+        Self {
+            keys: info.keys.into_iter().map(KeyView::from).collect(),
+            next_rotation_at: info.next_rotation_at,
+        }
+    }
 }
 
 /// A user (never the password hash).
@@ -146,6 +162,17 @@ impl AdminApi {
     pub fn new(state: Arc<HttpState>) -> Self {
         Self { state }
     }
+
+    /// After a key change: count it, reload this instance's keyring at once
+    /// (others follow within a second), and answer with the new keyset.
+    async fn after_key_change(&self, actions: &[Action]) -> Result<Json<KeyList>, ApiError> {
+        count_key_changes(&self.state.metrics, actions);
+        let now = self.state.clock.now();
+        self.state
+            .keyring
+            .set(self.state.keys.load_keyring(now).await?);
+        Ok(Json(self.state.keys.list(now).await?.into()))
+    }
 }
 
 #[OpenApi(tag = "ApiTags::Admin")]
@@ -154,10 +181,48 @@ impl AdminApi {
     #[oai(path = "/admin/keys", method = "get")]
     async fn list_keys(&self, auth: BearerAuth) -> Result<Json<KeyList>, ApiError> {
         auth.admin(&self.state.tokens)?;
-        let keys = self.state.keys.list().await?;
-        Ok(Json(KeyList {
-            keys: keys.into_iter().map(KeyView::from).collect(),
-        }))
+        let keys = self.state.keys.list(self.state.clock.now()).await?;
+        Ok(Json(keys.into()))
+    }
+
+    /// Rotate now: the `next` key becomes `current`, the old `current` is
+    /// retired (still published until its tokens expire), a new `next` is
+    /// generated. 409 `rotation_too_early` while `next` has been published
+    /// for less than `KEYTURN_KEY_PREPUBLISH`, unless `force=true` (verifiers
+    /// holding an older JWKS then refetch on the unknown `kid`).
+    #[oai(path = "/admin/keys/rotate", method = "post")]
+    async fn rotate_keys(
+        &self,
+        auth: BearerAuth,
+        #[oai(default)] force: Query<bool>,
+    ) -> Result<Json<KeyList>, ApiError> {
+        let admin = auth.admin(&self.state.tokens)?;
+        let actions = self
+            .state
+            .keys
+            .rotate(self.state.clock.now(), force.0)
+            .await?;
+        tracing::info!(audit = "rotation_requested", by = %admin.sub, force = force.0, "manual rotation");
+        self.after_key_change(&actions).await
+    }
+
+    /// Emergency removal of a key: gone from the JWKS at once, its private
+    /// half destroyed, every token it signed refused. If it was signing, the
+    /// `next` key is promoted (or a key generated) so signing never stops.
+    #[oai(path = "/admin/keys/:kid/revoke", method = "post")]
+    async fn revoke_key(
+        &self,
+        auth: BearerAuth,
+        kid: Path<String>,
+    ) -> Result<Json<KeyList>, ApiError> {
+        let admin = auth.admin(&self.state.tokens)?;
+        let actions = self
+            .state
+            .keys
+            .revoke(&kid.0, self.state.clock.now())
+            .await?;
+        tracing::warn!(audit = "revocation_requested", by = %admin.sub, kid = %kid.0, "key revoked");
+        self.after_key_change(&actions).await
     }
 
     /// Every user.

@@ -154,7 +154,15 @@ impl From<TokenError> for ApiError {
 
 impl From<KeyError> for ApiError {
     fn from(err: KeyError) -> Self {
-        Self::internal(&err)
+        match err {
+            KeyError::RotationTooEarly { .. } => {
+                Self::Conflict(body("rotation_too_early", err.to_string()))
+            }
+            KeyError::Busy => Self::Conflict(body("conflict", err.to_string())),
+            KeyError::NotFound => Self::not_found("no such key (or already revoked)"),
+            KeyError::Import(_) => Self::invalid_request(err.to_string()),
+            _ => Self::internal(&err),
+        }
     }
 }
 

@@ -136,7 +136,12 @@ impl JwksApi {
     ) -> JwksResponse {
         let keyring = self.state.keyring.get();
         let jwks = keyring.jwks();
-        let cache_control = format!("public, max-age={}", self.state.jwks_max_age.as_secs());
+        // Never cached past the next planned change of the keyset.
+        let mut max_age = i64::try_from(self.state.jwks_max_age.as_secs()).unwrap_or(i64::MAX);
+        if let Some(change) = keyring.next_change_at {
+            max_age = max_age.min(change - self.state.clock.now()).max(0);
+        }
+        let cache_control = format!("public, max-age={max_age}");
         match if_none_match.0 {
             Some(tags) if etag_matches(&tags, &jwks.etag) => {
                 JwksResponse::NotModified(jwks.etag.clone(), cache_control)

@@ -6,6 +6,7 @@ mod auth;
 mod error;
 mod health;
 mod jwks;
+mod metrics;
 mod session;
 
 pub use error::{ApiError, ErrorBody};
@@ -20,7 +21,9 @@ use poem::{Endpoint, EndpointExt as _, IntoResponse, Request, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 
 use crate::accounts::Accounts;
+use crate::clock::SharedClock;
 use crate::keys::{KeyManager, KeyringHandle};
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::token::Tokens;
 
@@ -42,6 +45,10 @@ pub struct HttpState {
     pub tokens: Tokens,
     /// `Cache-Control: max-age` of the JWKS.
     pub jwks_max_age: Duration,
+    /// The clock (JWKS max-age, key ages).
+    pub clock: SharedClock,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(Tags)]
@@ -66,6 +73,7 @@ fn api_service(
             health::HealthApi::new(Arc::clone(&state)),
             session::SessionApi::new(Arc::clone(&state)),
             jwks::JwksApi::new(Arc::clone(&state)),
+            metrics::MetricsApi::new(Arc::clone(&state)),
             admin::AdminApi::new(state),
         ),
         "keyturn",
@@ -82,6 +90,7 @@ fn api_service(
 /// All routes: the API, Swagger UI at `/docs`, the document at
 /// `/openapi.json`, with the body limit, tracing and error rendering.
 pub fn routes(state: Arc<HttpState>, server_url: &str) -> impl Endpoint<Output = Response> + use<> {
+    let metrics = Arc::clone(&state.metrics);
     let api = api_service(state, server_url);
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
@@ -92,6 +101,14 @@ pub fn routes(state: Arc<HttpState>, server_url: &str) -> impl Endpoint<Output =
         .around(limit_body)
         .with(Tracing)
         .catch_all_error(error::render_poem_error)
+        .around(move |next, req| {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                let response = next.call(req).await?;
+                metrics.request(response.status().as_u16());
+                Ok(response)
+            }
+        })
 }
 
 /// The OpenAPI document as JSON (for `keyturn` tooling and tests).

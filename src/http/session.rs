@@ -82,6 +82,7 @@ impl SessionApi {
         let user = match self.state.accounts.authenticate(&username, &password).await {
             Ok(user) => user,
             Err(err) => {
+                self.state.metrics.login_failed();
                 tracing::info!(audit = "login_failed", "login failed");
                 return Err(err.into());
             }
@@ -91,6 +92,7 @@ impl SessionApi {
             .tokens
             .issue_for_user(&user, FIRST_PARTY_CLIENT, "")
             .await?;
+        self.state.metrics.token_issued("login");
         tracing::info!(audit = "login", user_id = %user.id, "login succeeded");
         Ok(LoginResponse::Ok(
             Json(TokenResponse {

@@ -53,6 +53,11 @@ impl Jwks {
 pub struct Keyring {
     /// The store's keyset version this snapshot was built from.
     pub version: i64,
+    /// When the signer started signing (for the key-age metric).
+    pub signer_activated_at: Option<i64>,
+    /// When the published keyset will next change on its own (rotation or
+    /// prune); the JWKS is never cached past it.
+    pub next_change_at: Option<i64>,
     signer: Option<Arc<SigningKey>>,
     verifying: HashMap<String, VerifyingKey>,
     jwks: Jwks,
@@ -63,6 +68,8 @@ impl Keyring {
     pub fn empty() -> Self {
         Self {
             version: -1,
+            signer_activated_at: None,
+            next_change_at: None,
             signer: None,
             verifying: HashMap::new(),
             jwks: Jwks::build([]),
@@ -73,11 +80,15 @@ impl Keyring {
     pub fn new(
         version: i64,
         signer: Option<Arc<SigningKey>>,
+        signer_activated_at: Option<i64>,
         verifying: HashMap<String, VerifyingKey>,
         jwks: Jwks,
+        next_change_at: Option<i64>,
     ) -> Self {
         Self {
             version,
+            signer_activated_at,
+            next_change_at,
             signer,
             verifying,
             jwks,

@@ -154,6 +154,57 @@ pub fn generate(alg: SigningAlg, rsa_bits: usize) -> Result<GeneratedKey, KeyErr
     }
 }
 
+/// Reads an operator-supplied private key: RSA (PKCS#8 or PKCS#1) or
+/// Ed25519 (PKCS#8), PEM-encoded. RSA keys must have 2048 to 8192 bits.
+pub fn import_pem(pem: &str) -> Result<(SigningAlg, GeneratedKey), KeyError> {
+    use rsa::pkcs1::DecodeRsaPrivateKey as _;
+    use rsa::pkcs8::DecodePrivateKey as _;
+    let pem = pem.trim();
+    let rsa_key = rsa::RsaPrivateKey::from_pkcs8_pem(pem)
+        .ok()
+        .or_else(|| rsa::RsaPrivateKey::from_pkcs1_pem(pem).ok());
+    if let Some(private) = rsa_key {
+        let bits = private.n().bits();
+        if !(2048..=8192).contains(&bits) {
+            return Err(KeyError::Import(format!(
+                "RSA keys must have 2048 to 8192 bits, this one has {bits}"
+            )));
+        }
+        private
+            .validate()
+            .map_err(|_| KeyError::Import("the RSA key is inconsistent".into()))?;
+        let public = PublicJwk::rsa(&private.n().to_bytes_be(), &private.e().to_bytes_be());
+        let der = private
+            .to_pkcs8_der()
+            .map_err(|e| KeyError::Import(e.to_string()))?;
+        return Ok((
+            SigningAlg::Rs256,
+            GeneratedKey {
+                pkcs8: Zeroizing::new(der.as_bytes().to_vec()),
+                public,
+            },
+        ));
+    }
+    let (label, document) = rsa::pkcs8::SecretDocument::from_pem(pem)
+        .map_err(|_| KeyError::Import("not a PEM private key (RSA or Ed25519)".into()))?;
+    if label != "PRIVATE KEY" {
+        return Err(KeyError::Import(format!(
+            "unsupported PEM block {label:?}; expected PRIVATE KEY or RSA PRIVATE KEY"
+        )));
+    }
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(document.as_bytes())
+        .map_err(|_| KeyError::Import("not an RSA or Ed25519 private key".into()))?;
+    use ring::signature::KeyPair as _;
+    let public = PublicJwk::ed25519(pair.public_key().as_ref());
+    Ok((
+        SigningAlg::EdDsa,
+        GeneratedKey {
+            pkcs8: Zeroizing::new(document.as_bytes().to_vec()),
+            public,
+        },
+    ))
+}
+
 enum Pair {
     Rsa(RsaKeyPair),
     Ed25519(Ed25519KeyPair),

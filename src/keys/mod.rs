@@ -7,10 +7,11 @@
 mod keyring;
 mod manager;
 mod material;
+pub mod rotation;
 mod seal;
 
 pub use keyring::{Jwks, Keyring, KeyringHandle, VerifyingKey};
-pub use manager::{KeyInfo, KeyManager};
+pub use manager::{KeyInfo, KeyManager, KeysetInfo, ScheduledRun};
 pub use material::{PublicJwk, SigningKey};
 pub use seal::{MasterKey, MasterKeyError};
 
@@ -130,6 +131,23 @@ pub enum KeyError {
     /// A stored key is inconsistent.
     #[error("corrupt key data: {0}")]
     Corrupt(String),
+    /// A manual rotation before the next key has been published long enough.
+    #[error(
+        "rotation too early: the next key may sign from {earliest} (use force to rotate anyway)"
+    )]
+    RotationTooEarly {
+        /// RFC 3339 time from which rotation is allowed.
+        earliest: String,
+    },
+    /// No such key (or already revoked).
+    #[error("no such key")]
+    NotFound,
+    /// A key file to import is unusable.
+    #[error("cannot import key: {0}")]
+    Import(String),
+    /// Other writers kept changing the keyset; try again.
+    #[error("the keyset is being changed concurrently; try again")]
+    Busy,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),

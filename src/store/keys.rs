@@ -3,7 +3,18 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError, bump_version};
+use super::{Store, StoreError};
+
+/// One change to the keys table, applied with others in one transaction.
+#[derive(Debug, Clone)]
+pub enum KeyChange {
+    /// A new key.
+    Insert(KeyRow),
+    /// New state, timestamps or (dropped) private half of an existing key.
+    Update(KeyRow),
+    /// Remove the key entirely (pruned, or a successor that never signed).
+    Delete(String),
+}
 
 /// One stored key, as the database holds it. The private half is sealed
 /// (AEAD under the master key); only `keys::seal` can open it.
@@ -75,31 +86,87 @@ impl Store {
             .map_err(Into::into)
     }
 
-    /// Inserts new keys in one transaction and bumps the keyset version.
-    pub async fn insert_keys(&self, keys: &[KeyRow]) -> Result<(), StoreError> {
+    /// The keyset version and every key, oldest first. The version is read
+    /// first: if a writer slips in between, the version is older than the
+    /// rows and a later [`Store::apply_key_changes`] fails safe.
+    pub async fn keyset(&self) -> Result<(i64, Vec<KeyRow>), StoreError> {
+        let version = self.versions().await?.keys;
+        Ok((version, self.list_keys().await?))
+    }
+
+    /// Applies `changes` in one transaction, only if the keyset is still at
+    /// `expected_version`; otherwise nothing changes and the result is
+    /// [`StoreError::Conflict`] (another instance or the CLI got there
+    /// first). The version bump comes first so that, on PostgreSQL, a
+    /// concurrent writer waits on the row lock and then sees the new version.
+    pub async fn apply_key_changes(
+        &self,
+        expected_version: i64,
+        changes: &[KeyChange],
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for key in keys {
-            sqlx::query(
-                "INSERT INTO keys (kid, alg, state, public_jwk, sealed_private, created_at, \
-                 published_at, activated_at, retired_at, revoked_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(&key.kid)
-            .bind(&key.alg)
-            .bind(&key.state)
-            .bind(&key.public_jwk)
-            .bind(key.sealed_private.clone())
-            .bind(key.created_at)
-            .bind(key.published_at)
-            .bind(key.activated_at)
-            .bind(key.retired_at)
-            .bind(key.revoked_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from_write)?;
+        let bumped = sqlx::query(
+            "UPDATE versions SET version = version + 1 WHERE name = 'keys' AND version = $1",
+        )
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if bumped != 1 {
+            return Err(StoreError::Conflict);
         }
-        bump_version(&mut tx, "keys").await?;
+        for change in changes {
+            match change {
+                KeyChange::Insert(key) => insert_key(&mut tx, key).await?,
+                KeyChange::Update(key) => {
+                    let updated = sqlx::query(
+                        "UPDATE keys SET state = $1, sealed_private = $2, activated_at = $3, \
+                         retired_at = $4, revoked_at = $5 WHERE kid = $6",
+                    )
+                    .bind(&key.state)
+                    .bind(key.sealed_private.clone())
+                    .bind(key.activated_at)
+                    .bind(key.retired_at)
+                    .bind(key.revoked_at)
+                    .bind(&key.kid)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if updated != 1 {
+                        return Err(StoreError::NotFound);
+                    }
+                }
+                KeyChange::Delete(kid) => {
+                    sqlx::query("DELETE FROM keys WHERE kid = $1")
+                        .bind(kid)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
         tx.commit().await?;
         Ok(())
     }
+}
+
+async fn insert_key(conn: &mut sqlx::AnyConnection, key: &KeyRow) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO keys (kid, alg, state, public_jwk, sealed_private, created_at, \
+         published_at, activated_at, retired_at, revoked_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&key.kid)
+    .bind(&key.alg)
+    .bind(&key.state)
+    .bind(&key.public_jwk)
+    .bind(key.sealed_private.clone())
+    .bind(key.created_at)
+    .bind(key.published_at)
+    .bind(key.activated_at)
+    .bind(key.retired_at)
+    .bind(key.revoked_at)
+    .execute(conn)
+    .await
+    .map_err(StoreError::from_write)?;
+    Ok(())
 }

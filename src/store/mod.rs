@@ -11,7 +11,7 @@ mod keys;
 mod tokens;
 mod users;
 
-pub use keys::KeyRow;
+pub use keys::{KeyChange, KeyRow};
 pub use tokens::RefreshTokenRow;
 pub use users::{UserAuthRow, UserChange, UserRow};
 

@@ -1,3 +1,4 @@
+use keyturn::keys::{Jwks, Keyring};
 use serde_json::Value;
 
 use crate::helpers::{error_code, spawn_app};
@@ -31,16 +32,49 @@ async fn not_ready_when_the_store_is_unreachable() {
 #[tokio::test]
 async fn not_ready_without_a_current_key() {
     let app = spawn_app().await;
-    // Another writer (an operator, a broken migration) leaves no current key.
+    // A keyring at the store's version but with nothing to sign with (as
+    // when the signer's private key cannot be opened).
+    let version = app.keyring.get().version;
+    app.keyring.set(Keyring::new(
+        version,
+        None,
+        None,
+        Default::default(),
+        Jwks::build([]),
+        None,
+    ));
+    let response = app.get("/ready", None).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(error_code(response).await, "temporarily_unavailable");
+    // Login cannot issue tokens either, and says so without a 500.
+    app.create_user("alice", &[]).await;
+    let response = app.login("alice", crate::helpers::PASSWORD).await;
+    assert_eq!(response.status(), 503);
+}
+
+#[tokio::test]
+async fn a_keyset_without_a_signer_heals_itself() {
+    let app = spawn_app().await;
+    // Another writer leaves no current key: the scheduler promotes the next
+    // key at once rather than leave the server unable to sign.
     app.sql("UPDATE keys SET state = 'retired', retired_at = 0 WHERE state = 'current'")
         .await;
     app.sql("UPDATE versions SET version = version + 1 WHERE name = 'keys'")
         .await;
-    let status = app
+    let before = app.jwks().await;
+    let next_kid = before["keys"][1]["kid"].as_str().unwrap().to_owned();
+    let signer = app
         .eventually(
-            || async { app.get("/ready", None).await.status() },
-            |s| *s == 503,
+            || async {
+                app.keyring
+                    .get()
+                    .signer()
+                    .map(|s| s.kid().to_owned())
+                    .unwrap_or_default()
+            },
+            |kid| kid == &next_kid,
         )
         .await;
-    assert_eq!(status, 503);
+    assert_eq!(signer, next_kid);
+    assert_eq!(app.get("/ready", None).await.status(), 200);
 }

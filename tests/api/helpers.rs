@@ -18,11 +18,14 @@ pub const PASSWORD: &str = "correct horse battery";
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
-    pub dir: TempDir,
+    pub dir: Arc<TempDir>,
     pub settings: Settings,
     pub clock: ManualClock,
     pub services: Services,
+    pub keyring: keyturn::keys::KeyringHandle,
+    pub metrics: Arc<keyturn::metrics::Metrics>,
     pub env: Vec<(String, String)>,
+    server: std::sync::Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
 }
 
 /// RS256, default durations.
@@ -32,7 +35,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// With extra `KEYTURN_*` settings.
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     env.insert("KEYTURN_BIND".into(), "127.0.0.1:0".into());
     env.insert("KEYTURN_ISSUER".into(), ISSUER.into());
@@ -47,17 +50,22 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     for (k, v) in extra {
         env.insert((*k).into(), (*v).into());
     }
+    start(dir, env, ManualClock::default()).await
+}
+
+async fn start(dir: Arc<TempDir>, env: BTreeMap<String, String>, clock: ManualClock) -> TestApp {
     let settings = RawSettings::gather(None, |k| env.get(k).cloned())
         .expect("settings")
         .parse()
         .expect("valid settings");
-    let clock = ManualClock::default();
     let app = Application::build_with_clock(settings.clone(), Arc::new(clock.clone()))
         .await
         .expect("app builds");
     let base = format!("http://{}", app.local_addr());
     let services = app.services().clone();
-    tokio::spawn(app.run_until_stopped());
+    let keyring = app.keyring().clone();
+    let metrics = Arc::clone(app.metrics());
+    let server = tokio::spawn(app.run_until(std::future::pending()));
     TestApp {
         base,
         client: reqwest::Client::builder()
@@ -68,7 +76,38 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         settings,
         clock,
         services,
+        keyring,
+        metrics,
         env: env.into_iter().collect(),
+        server: std::sync::Mutex::new(Some(server)),
+    }
+}
+
+impl TestApp {
+    /// Stops this server and its background loop, as a crash would: once
+    /// this returns, it does nothing more.
+    pub async fn stop(&self) {
+        let handle = self.server.lock().unwrap().take();
+        if let Some(handle) = handle {
+            handle.abort();
+            let _ = handle.await;
+        }
+    }
+
+    /// Another server on the same store, keys directory and clock, with
+    /// some settings changed: a restart (after `stop`) or a second instance.
+    pub async fn restart_with(&self, changes: &[(&str, &str)]) -> TestApp {
+        let mut env: BTreeMap<String, String> = self.env.iter().cloned().collect();
+        for (k, v) in changes {
+            env.insert((*k).into(), (*v).into());
+        }
+        start(Arc::clone(&self.dir), env, self.clock.clone()).await
+    }
+
+    /// One pass of the server's background loop, now (instead of waiting
+    /// for the next one-second tick after moving the clock).
+    pub async fn tick(&self) {
+        keyturn::app::maintain_once(&self.services, &self.keyring, &self.metrics).await;
     }
 }
 

@@ -9,4 +9,5 @@ mod input;
 mod jwks;
 mod login;
 mod openapi;
+mod rotation;
 mod tokens;
