@@ -22,26 +22,43 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that starts at the system time and moves only when told to.
+/// A clock tests move by hand: frozen at the time it was made (the
+/// default), or following the system clock (`following_system`); either way
+/// `advance` jumps it forward.
 #[derive(Debug, Clone)]
-pub struct ManualClock(Arc<AtomicI64>);
+pub struct ManualClock {
+    /// `Some(t)`: frozen at `t`; `None`: the system time.
+    base: Option<i64>,
+    offset: Arc<AtomicI64>,
+}
 
 impl Default for ManualClock {
     fn default() -> Self {
-        Self(Arc::new(AtomicI64::new(SystemClock.now())))
+        Self {
+            base: Some(SystemClock.now()),
+            offset: Arc::new(AtomicI64::new(0)),
+        }
     }
 }
 
 impl ManualClock {
+    /// A clock that runs with the system clock, plus any `advance`.
+    pub fn following_system() -> Self {
+        Self {
+            base: None,
+            offset: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
     /// Moves the clock forward.
     pub fn advance(&self, secs: i64) {
-        self.0.fetch_add(secs, Ordering::SeqCst);
+        self.offset.fetch_add(secs, Ordering::SeqCst);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
+        self.base.unwrap_or_else(|| SystemClock.now()) + self.offset.load(Ordering::SeqCst)
     }
 }
 

@@ -35,6 +35,12 @@ pub async fn spawn_app() -> TestApp {
 
 /// With extra `KEYTURN_*` settings.
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    spawn_app_clocked(extra, ManualClock::default()).await
+}
+
+/// With extra settings and a given clock (e.g. one following real time,
+/// for tests that run a verifier on the real clock beside the server).
+pub async fn spawn_app_clocked(extra: &[(&str, &str)], clock: ManualClock) -> TestApp {
     let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     env.insert("KEYTURN_BIND".into(), "127.0.0.1:0".into());
@@ -50,7 +56,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     for (k, v) in extra {
         env.insert((*k).into(), (*v).into());
     }
-    start(dir, env, ManualClock::default()).await
+    start(dir, env, clock).await
 }
 
 async fn start(dir: Arc<TempDir>, env: BTreeMap<String, String>, clock: ManualClock) -> TestApp {

@@ -11,3 +11,4 @@ mod login;
 mod openapi;
 mod rotation;
 mod tokens;
+mod verifier;

@@ -1,0 +1,122 @@
+//! The verifier library against a live keyturn: tokens verify by kid with
+//! no shared secret, revoked keys stop verifying, and rotation on a
+//! real-time server never fails a verification.
+
+use std::time::{Duration, Instant};
+
+use keyturn::clock::ManualClock;
+use keyturn::verifier::{Claims, Verifier, VerifyError};
+
+use crate::helpers::{ISSUER, PASSWORD, TestApp, spawn_app, spawn_app_clocked};
+
+fn builder(app: &TestApp) -> keyturn::verifier::VerifierBuilder {
+    Verifier::builder()
+        .jwks_url(app.url("/.well-known/jwks.json"))
+        .issuer(ISSUER)
+        .audience(["keyturn"])
+}
+
+#[tokio::test]
+async fn verifies_live_tokens_and_refuses_revoked_keys() {
+    let app = spawn_app().await;
+    let token = app.user_token("alice", &["admin", "reports"]).await;
+    let verifier = builder(&app)
+        .unknown_kid_cooldown(Duration::ZERO)
+        .build()
+        .await
+        .unwrap();
+    let claims: Claims = verifier.verify(&token).await.unwrap();
+    let user = app.services.accounts.get("alice").await.unwrap();
+    assert_eq!(claims.sub, user.id);
+    assert_eq!(claims.username.as_deref(), Some("alice"));
+    assert!(claims.has_role("admin") && claims.has_role("reports"));
+    assert_eq!(claims.client_id.as_deref(), Some("first-party"));
+
+    // Another audience is refused.
+    let other = builder(&app).audience(["billing"]).build().await.unwrap();
+    assert!(matches!(
+        other.verify::<()>(&token).await,
+        Err(VerifyError::WrongAudience)
+    ));
+
+    // After an emergency revocation the key is gone from the JWKS; once the
+    // verifier refreshes, the token is refused as signed by an unknown key.
+    let kid = app.keyring.get().signer().unwrap().kid().to_owned();
+    let response = app
+        .client
+        .post(app.url(&format!("/admin/keys/{kid}/revoke")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    verifier.refresh().await.unwrap();
+    assert!(matches!(
+        verifier.verify::<()>(&token).await,
+        Err(VerifyError::UnknownKey)
+    ));
+    // The replacement key's tokens verify (an unknown kid triggers a refetch).
+    let fresh = app.token("alice").await;
+    assert!(verifier.verify::<()>(&fresh).await.is_ok());
+}
+
+#[tokio::test]
+async fn eddsa_tokens_verify() {
+    let app = crate::helpers::spawn_app_with(&[("KEYTURN_SIGNING_ALG", "EdDSA")]).await;
+    let token = app.user_token("alice", &[]).await;
+    let verifier = builder(&app).build().await.unwrap();
+    assert!(verifier.verify::<()>(&token).await.is_ok());
+}
+
+#[tokio::test]
+async fn zero_failed_verifications_while_the_live_server_rotates() {
+    // Real time: a rotation is due every second and happens as soon as the
+    // successor has been published for 2 s; the JWKS may be cached for 1 s.
+    // The verifier may not refetch on unknown kids (a one-hour cooldown), so
+    // only pre-publication and max-age refreshes keep it current.
+    let app = spawn_app_clocked(
+        &[
+            ("KEYTURN_ROTATION_SCHEDULE", "* * * * * *"),
+            ("KEYTURN_KEY_PREPUBLISH", "2s"),
+            ("KEYTURN_JWKS_MAX_AGE", "1s"),
+            ("KEYTURN_ACCESS_TOKEN_TTL", "4s"),
+            ("KEYTURN_LEEWAY", "1s"),
+            ("KEYTURN_SIGNING_ALG", "EdDSA"),
+        ],
+        ManualClock::following_system(),
+    )
+    .await;
+    app.create_user("alice", &[]).await;
+    let verifier = builder(&app)
+        .refresh_bounds(Duration::from_millis(200), Duration::from_secs(60))
+        .unknown_kid_cooldown(Duration::from_secs(3600))
+        .build()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(12);
+    let mut live: Vec<(String, Instant)> = Vec::new();
+    let (mut verified, mut failures, mut kids) = (0, Vec::new(), std::collections::HashSet::new());
+    while Instant::now() < deadline {
+        let response = app.login("alice", PASSWORD).await;
+        let body: serde_json::Value = response.json().await.unwrap();
+        let token = body["access_token"].as_str().unwrap().to_owned();
+        kids.insert(crate::helpers::segment(&token, 0)["kid"].to_string());
+        live.push((token, Instant::now()));
+        // Tokens younger than their lifetime must keep verifying.
+        live.retain(|(_, issued)| issued.elapsed() < Duration::from_secs(3));
+        for (token, _) in &live {
+            match verifier.verify::<()>(token).await {
+                Ok(_) => verified += 1,
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(kids.len() >= 4, "{} signing keys seen", kids.len());
+    assert!(verified > 100, "{verified}");
+    assert!(
+        failures.is_empty(),
+        "{} failures: {failures:?}",
+        failures.len()
+    );
+}
