@@ -38,6 +38,32 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     spawn_app_clocked(extra, ManualClock::default()).await
 }
 
+/// PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth), one fresh
+/// database per call, so tests stay independent.
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A server on a fresh PostgreSQL database, with extra settings.
+pub async fn spawn_pg_app(extra: &[(&str, &str)]) -> TestApp {
+    let url = fresh_pg_database().await;
+    let mut settings: Vec<(&str, &str)> = vec![("KEYTURN_DATABASE_URL", url.as_str())];
+    settings.extend_from_slice(extra);
+    spawn_app_with(&settings).await
+}
+
+/// Creates an empty PostgreSQL database and returns its URL.
+pub async fn fresh_pg_database() -> String {
+    let name = format!("keyturn_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(PG_ADMIN_URL)
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432 (user postgres, database test) is required");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .expect("create database");
+    admin.close().await;
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
 /// With extra settings and a given clock (e.g. one following real time,
 /// for tests that run a verifier on the real clock beside the server).
 pub async fn spawn_app_clocked(extra: &[(&str, &str)], clock: ManualClock) -> TestApp {

@@ -9,6 +9,7 @@ mod input;
 mod jwks;
 mod login;
 mod openapi;
+mod postgres;
 mod rotation;
 mod tokens;
 mod verifier;
