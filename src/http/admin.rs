@@ -185,9 +185,10 @@ impl AdminApi {
         Ok(Json(keys.into()))
     }
 
-    /// Rotate now: the `next` key becomes `current`, the old `current` is
-    /// retired (still published until its tokens expire), a new `next` is
-    /// generated. 409 `rotation_too_early` while `next` has been published
+    /// Rotate the signing keys now.
+    ///
+    /// The `next` key becomes `current`, the old `current` is retired (still
+    /// published until its tokens expire), a new `next` is generated. 409 `rotation_too_early` while `next` has been published
     /// for less than `KEYTURN_KEY_PREPUBLISH`, unless `force=true` (verifiers
     /// holding an older JWKS then refetch on the unknown `kid`).
     #[oai(path = "/admin/keys/rotate", method = "post")]
@@ -206,8 +207,10 @@ impl AdminApi {
         self.after_key_change(&actions).await
     }
 
-    /// Emergency removal of a key: gone from the JWKS at once, its private
-    /// half destroyed, every token it signed refused. If it was signing, the
+    /// Revoke a key (emergency).
+    ///
+    /// The key leaves the JWKS at once, its private half is destroyed, and
+    /// every token it signed is refused. If it was signing, the
     /// `next` key is promoted (or a key generated) so signing never stops.
     #[oai(path = "/admin/keys/:kid/revoke", method = "post")]
     async fn revoke_key(
