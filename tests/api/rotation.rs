@@ -597,3 +597,86 @@ async fn zero_failed_verifications_across_many_rotations() {
         failures.len()
     );
 }
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+#[tokio::test]
+async fn imported_keys_sign_after_the_next_rotation() {
+    // Ed25519 in both PKCS#8 forms: v2 (ring, with the public key) and v1
+    // (seed only, as `openssl genpkey -algorithm ed25519` writes).
+    let ed = app_with(&[YEARLY, ("KEYTURN_SIGNING_ALG", "EdDSA")]).await;
+    let v2 =
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    let seed = &v2.as_ref()[16..48];
+    let mut v1 = hex_der("302e020100300506032b657004220420");
+    v1.extend_from_slice(seed);
+    let other =
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    for (n, der) in [v1, other.as_ref().to_vec()].into_iter().enumerate() {
+        let kid = ed
+            .services
+            .keys
+            .import(&pem("PRIVATE KEY", &der), ed.clock_now())
+            .await
+            .unwrap();
+        ed.clock.advance(120);
+        ed.services
+            .keys
+            .rotate(ed.clock_now(), false)
+            .await
+            .unwrap();
+        ed.tick().await;
+        assert_eq!(signer_kid(&ed), kid, "the imported key signs");
+        let token = ed.user_token(&format!("user{n}"), &[]).await;
+        assert_eq!(segment(&token, 0)["kid"], kid.as_str());
+        assert_eq!(ed.get("/profile", Some(&token)).await.status(), 200);
+    }
+
+    // RSA in PKCS#8; too small a key is refused.
+    let rs = app_with(&[YEARLY]).await;
+    use rsa::pkcs8::EncodePrivateKey as _;
+    let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let der = private.to_pkcs8_der().unwrap();
+    let kid = rs
+        .services
+        .keys
+        .import(&pem("PRIVATE KEY", der.as_bytes()), rs.clock_now())
+        .await
+        .unwrap();
+    rs.clock.advance(120);
+    rs.services
+        .keys
+        .rotate(rs.clock_now(), false)
+        .await
+        .unwrap();
+    rs.tick().await;
+    assert_eq!(signer_kid(&rs), kid);
+    let small = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 1024).unwrap();
+    let der = small.to_pkcs8_der().unwrap();
+    let err = rs
+        .services
+        .keys
+        .import(&pem("PRIVATE KEY", der.as_bytes()), rs.clock_now())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("2048"), "{err}");
+}
+
+fn hex_der(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
