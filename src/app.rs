@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use poem::listener::{Acceptor as _, Listener as _, TcpListener};
 
-use crate::accounts::{Accounts, HashError, PasswordHasher};
+use crate::accounts::{Accounts, Clients, HashError, PasswordHasher};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::http::{self, HttpState};
@@ -18,8 +18,10 @@ use crate::store::{Store, StoreError};
 use crate::token::{TokenPolicy, Tokens};
 
 /// How often a server checks the store for changes made by the CLI or by
-/// other instances (keys, users).
+/// other instances (keys, users, clients, revocations).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often expired entries leave the revocation list.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Start-up failures; each says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,8 @@ pub struct Services {
     pub keys: KeyManager,
     /// User operations.
     pub accounts: Accounts,
+    /// OAuth client operations.
+    pub clients: Clients,
     /// The clock everything reads.
     pub clock: SharedClock,
 }
@@ -74,10 +78,12 @@ impl Services {
             settings.rsa_bits,
         );
         let accounts = Accounts::new(store.clone(), PasswordHasher::owasp()?, Arc::clone(&clock));
+        let clients = Clients::new(store.clone(), Arc::clone(&clock));
         Ok(Self {
             store,
             keys,
             accounts,
+            clients,
             clock,
         })
     }
@@ -113,10 +119,12 @@ impl Application {
             .status_view()
             .reload(&services.store)
             .await?;
+        services.clients.view().reload(&services.store).await?;
 
         let tokens = Tokens::new(
             keyring.clone(),
             services.accounts.status_view().clone(),
+            services.clients.view().clone(),
             services.store.clone(),
             Arc::clone(&clock),
             TokenPolicy {
@@ -127,12 +135,15 @@ impl Application {
                 leeway: settings.leeway,
             },
         );
+        tokens.reload_revocations().await?;
         let state = Arc::new(HttpState {
             store: services.store.clone(),
             keys: services.keys.clone(),
             keyring: keyring.clone(),
             accounts: services.accounts.clone(),
-            tokens,
+            clients: services.clients.clone(),
+            tokens: tokens.clone(),
+            issuer: settings.issuer.clone(),
             jwks_max_age: settings.jwks_max_age,
         });
         let acceptor = TcpListener::bind(settings.bind)
@@ -148,7 +159,7 @@ impl Application {
             .and_then(|a| a.as_socket_addr().copied())
             .unwrap_or(settings.bind);
         let endpoint = poem::EndpointExt::boxed(http::routes(state, &settings.issuer));
-        let poller = tokio::spawn(poll_store(services.clone(), keyring.clone()));
+        let poller = tokio::spawn(poll_store(services.clone(), keyring.clone(), tokens));
         Ok(Self {
             local_addr,
             acceptor,
@@ -211,13 +222,23 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Keeps the keyring and the user view in step with the store, so changes
-/// from the CLI or other instances are seen within [`POLL_INTERVAL`].
-async fn poll_store(services: Services, keyring: KeyringHandle) {
+/// Keeps the keyring and the user, client and revocation views in step with
+/// the store, so changes from the CLI or other instances are seen within
+/// [`POLL_INTERVAL`]; drops expired revocations every [`PRUNE_INTERVAL`].
+async fn poll_store(services: Services, keyring: KeyringHandle, tokens: Tokens) {
     let mut interval = tokio::time::interval(POLL_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune = tokio::time::Instant::now();
     loop {
         interval.tick().await;
+        if last_prune.elapsed() >= PRUNE_INTERVAL {
+            last_prune = tokio::time::Instant::now();
+            match tokens.prune_revocations().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(removed = n, "expired revocations pruned"),
+                Err(err) => tracing::warn!(error = %err, "revocation pruning failed"),
+            }
+        }
         let versions = match services.store.versions().await {
             Ok(v) => v,
             Err(err) => {
@@ -239,6 +260,17 @@ async fn poll_store(services: Services, keyring: KeyringHandle) {
             && let Err(err) = view.reload(&services.store).await
         {
             tracing::warn!(error = %err, "user view reload failed");
+        }
+        let clients = services.clients.view();
+        if versions.clients != clients.version()
+            && let Err(err) = clients.reload(&services.store).await
+        {
+            tracing::warn!(error = %err, "client view reload failed");
+        }
+        if versions.revocations != tokens.revocations().version()
+            && let Err(err) = tokens.reload_revocations().await
+        {
+            tracing::warn!(error = %err, "revocation view reload failed");
         }
     }
 }
