@@ -195,13 +195,15 @@ struct ClientStatus {
 
 impl ClientView {
     /// Whether a token of `client_id` issued at `iat` is still acceptable:
-    /// the client exists and was registered before the token was issued
-    /// (a deleted and re-registered id does not revive old tokens).
-    pub fn accepts(&self, client_id: &str, iat: i64) -> bool {
+    /// the client exists and was registered no later than `leeway` seconds
+    /// after the token was issued (so a deleted and re-registered id does
+    /// not revive old tokens, while instances whose clocks differ by up to
+    /// the leeway agree).
+    pub fn accepts(&self, client_id: &str, iat: i64, leeway: i64) -> bool {
         self.snapshot()
             .clients
             .get(client_id)
-            .is_some_and(|c| iat >= c.created_at)
+            .is_some_and(|c| iat.saturating_add(leeway) >= c.created_at)
     }
 
     /// Every scope some client may request, sorted.

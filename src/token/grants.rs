@@ -401,7 +401,11 @@ impl Tokens {
                     return Ok(Introspection::Inactive);
                 }
                 if row.client_id != FIRST_PARTY_CLIENT
-                    && !self.clients.accepts(&row.client_id, row.issued_at)
+                    && !self.clients.accepts(
+                        &row.client_id,
+                        row.issued_at,
+                        secs(self.policy.leeway),
+                    )
                 {
                     return Ok(Introspection::Inactive);
                 }

@@ -3,10 +3,15 @@
 
 mod admin;
 mod cli;
+mod clients;
+mod discovery;
 mod health;
 mod helpers;
 mod input;
+mod interop;
 mod jwks;
 mod login;
+mod oauth;
 mod openapi;
+mod revocation;
 mod tokens;
