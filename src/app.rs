@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use poem::listener::{Acceptor as _, Listener as _, TcpListener};
 
-use crate::accounts::{Accounts, HashError, PasswordHasher};
+use crate::accounts::{Accounts, Clients, HashError, PasswordHasher};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::http::{self, HttpState};
@@ -20,8 +20,10 @@ use crate::store::{Store, StoreError};
 use crate::token::{TokenPolicy, Tokens};
 
 /// How often a server checks the store for changes made by the CLI or by
-/// other instances (keys, users).
+/// other instances (keys, users, clients, revocations).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often expired entries leave the revocation list.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Start-up failures; each says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,8 @@ pub struct Services {
     pub keys: KeyManager,
     /// User operations.
     pub accounts: Accounts,
+    /// OAuth client operations.
+    pub clients: Clients,
     /// The clock everything reads.
     pub clock: SharedClock,
 }
@@ -79,10 +83,12 @@ impl Services {
         };
         let keys = KeyManager::new(store.clone(), Arc::new(master), policy, settings.rsa_bits);
         let accounts = Accounts::new(store.clone(), PasswordHasher::owasp()?, Arc::clone(&clock));
+        let clients = Clients::new(store.clone(), Arc::clone(&clock));
         Ok(Self {
             store,
             keys,
             accounts,
+            clients,
             clock,
         })
     }
@@ -96,6 +102,7 @@ pub struct Application {
     services: Services,
     keyring: KeyringHandle,
     metrics: Arc<Metrics>,
+    maintenance: Maintenance,
     background: AbortOnDrop,
 }
 
@@ -132,10 +139,12 @@ impl Application {
             .status_view()
             .reload(&services.store)
             .await?;
+        services.clients.view().reload(&services.store).await?;
 
         let tokens = Tokens::new(
             keyring.clone(),
             services.accounts.status_view().clone(),
+            services.clients.view().clone(),
             services.store.clone(),
             Arc::clone(&clock),
             TokenPolicy {
@@ -146,12 +155,15 @@ impl Application {
                 leeway: settings.leeway,
             },
         );
+        tokens.reload_revocations().await?;
         let state = Arc::new(HttpState {
             store: services.store.clone(),
             keys: services.keys.clone(),
             keyring: keyring.clone(),
             accounts: services.accounts.clone(),
-            tokens,
+            clients: services.clients.clone(),
+            tokens: tokens.clone(),
+            issuer: settings.issuer.clone(),
             jwks_max_age: settings.jwks_max_age,
             clock: Arc::clone(&clock),
             metrics: Arc::clone(&metrics),
@@ -169,11 +181,13 @@ impl Application {
             .and_then(|a| a.as_socket_addr().copied())
             .unwrap_or(settings.bind);
         let endpoint = poem::EndpointExt::boxed(http::routes(state, &settings.issuer));
-        let background = AbortOnDrop(tokio::spawn(maintain(
-            services.clone(),
-            keyring.clone(),
-            Arc::clone(&metrics),
-        )));
+        let maintenance = Maintenance {
+            services: services.clone(),
+            keyring: keyring.clone(),
+            metrics: Arc::clone(&metrics),
+            tokens,
+        };
+        let background = AbortOnDrop(tokio::spawn(maintenance.clone().run_forever()));
         Ok(Self {
             local_addr,
             acceptor,
@@ -181,8 +195,15 @@ impl Application {
             services,
             keyring,
             metrics,
+            maintenance,
             background,
         })
+    }
+
+    /// The background work, for running one pass on demand (tests that
+    /// move the clock).
+    pub fn maintenance(&self) -> &Maintenance {
+        &self.maintenance
     }
 
     /// The bound address (the real port when built with port 0).
@@ -256,71 +277,102 @@ pub fn count_key_changes(metrics: &Metrics, actions: &[Action]) {
     );
 }
 
-/// The background loop: every [`POLL_INTERVAL`], one [`maintain_once`].
-async fn maintain(services: Services, keyring: KeyringHandle, metrics: Arc<Metrics>) {
-    let mut interval = tokio::time::interval(POLL_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut announced_postponement = None;
-    loop {
-        interval.tick().await;
-        let postponed = maintain_once(&services, &keyring, &metrics).await;
-        if postponed != announced_postponement {
-            if let Some(until) = postponed {
-                tracing::warn!(
-                    until = %chrono::DateTime::from_timestamp(until, 0).unwrap_or_default(),
-                    "rotation due but postponed: the next key has not been published \
-                     for KEYTURN_KEY_PREPUBLISH yet"
-                );
-            }
-            announced_postponement = postponed;
-        }
-    }
+/// The server's background work: the key schedule (rotation, pruning),
+/// keeping the in-memory views (keyring, users, clients, revocations) in
+/// step with the store, and dropping expired revocations.
+#[derive(Clone)]
+pub struct Maintenance {
+    services: Services,
+    keyring: KeyringHandle,
+    metrics: Arc<Metrics>,
+    tokens: Tokens,
 }
 
-/// One maintenance pass: runs the key schedule (rotation, pruning) and
-/// brings the keyring and user view in step with the store, so changes from
-/// the CLI or other instances are seen. Returns a postponed rotation's time.
-pub async fn maintain_once(
-    services: &Services,
-    keyring: &KeyringHandle,
-    metrics: &Metrics,
-) -> Option<i64> {
-    let postponed = match services.keys.run_scheduled(services.clock.now()).await {
-        Ok(run) => {
-            count_key_changes(metrics, &run.actions);
-            run.postponed_until
-        }
-        Err(err) => {
-            tracing::error!(error = %err, "scheduled key maintenance failed");
-            None
-        }
-    };
-    poll_store(services, keyring).await;
-    postponed
-}
-
-/// Reloads the views whose store version moved.
-async fn poll_store(services: &Services, keyring: &KeyringHandle) {
-    let versions = match services.store.versions().await {
-        Ok(v) => v,
-        Err(err) => {
-            tracing::warn!(error = %err, "store poll failed; serving from memory");
-            return;
-        }
-    };
-    if versions.keys != keyring.get().version {
-        match services.keys.load_keyring(services.clock.now()).await {
-            Ok(new) => {
-                tracing::info!(version = new.version, "keyset changed; keyring reloaded");
-                keyring.set(new);
+impl Maintenance {
+    /// Every [`POLL_INTERVAL`], one [`Maintenance::run_once`]; expired
+    /// revocations are dropped every [`PRUNE_INTERVAL`].
+    async fn run_forever(self) {
+        let mut interval = tokio::time::interval(POLL_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut announced_postponement = None;
+        let mut last_prune = tokio::time::Instant::now();
+        loop {
+            interval.tick().await;
+            if last_prune.elapsed() >= PRUNE_INTERVAL {
+                last_prune = tokio::time::Instant::now();
+                match self.tokens.prune_revocations().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(removed = n, "expired revocations pruned"),
+                    Err(err) => tracing::warn!(error = %err, "revocation pruning failed"),
+                }
             }
-            Err(err) => tracing::error!(error = %err, "keyring reload failed"),
+            let postponed = self.run_once().await;
+            if postponed != announced_postponement {
+                if let Some(until) = postponed {
+                    tracing::warn!(
+                        until = %chrono::DateTime::from_timestamp(until, 0).unwrap_or_default(),
+                        "rotation due but postponed: the next key has not been published \
+                         for KEYTURN_KEY_PREPUBLISH yet"
+                    );
+                }
+                announced_postponement = postponed;
+            }
         }
     }
-    let view = services.accounts.status_view();
-    if versions.users != view.version()
-        && let Err(err) = view.reload(&services.store).await
-    {
-        tracing::warn!(error = %err, "user view reload failed");
+
+    /// One pass: runs the key schedule, then reloads every view whose store
+    /// version moved, so changes from the CLI or other instances are seen.
+    /// Returns the time a due rotation was postponed to, if any.
+    pub async fn run_once(&self) -> Option<i64> {
+        let services = &self.services;
+        let postponed = match services.keys.run_scheduled(services.clock.now()).await {
+            Ok(run) => {
+                count_key_changes(&self.metrics, &run.actions);
+                run.postponed_until
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "scheduled key maintenance failed");
+                None
+            }
+        };
+        self.poll_store().await;
+        postponed
+    }
+
+    async fn poll_store(&self) {
+        let services = &self.services;
+        let versions = match services.store.versions().await {
+            Ok(v) => v,
+            Err(err) => {
+                tracing::warn!(error = %err, "store poll failed; serving from memory");
+                return;
+            }
+        };
+        if versions.keys != self.keyring.get().version {
+            match services.keys.load_keyring(services.clock.now()).await {
+                Ok(new) => {
+                    tracing::info!(version = new.version, "keyset changed; keyring reloaded");
+                    self.keyring.set(new);
+                }
+                Err(err) => tracing::error!(error = %err, "keyring reload failed"),
+            }
+        }
+        let users = services.accounts.status_view();
+        if versions.users != users.version()
+            && let Err(err) = users.reload(&services.store).await
+        {
+            tracing::warn!(error = %err, "user view reload failed");
+        }
+        let clients = services.clients.view();
+        if versions.clients != clients.version()
+            && let Err(err) = clients.reload(&services.store).await
+        {
+            tracing::warn!(error = %err, "client view reload failed");
+        }
+        if versions.revocations != self.tokens.revocations().version()
+            && let Err(err) = self.tokens.reload_revocations().await
+        {
+            tracing::warn!(error = %err, "revocation view reload failed");
+        }
     }
 }

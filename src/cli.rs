@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 
-use crate::accounts::UserUpdate;
+use crate::accounts::{NewClient, UserUpdate};
 use crate::app::{Application, Services};
 use crate::clock::SystemClock;
 use crate::config::{RawSettings, Settings};
@@ -112,12 +112,42 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage OAuth clients.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
     /// Inspect and manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Work with tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientsCommand {
+    /// Register a client; prints its secret once.
+    Add {
+        /// Client id.
+        id: String,
+        /// A scope the client may request (repeatable).
+        #[arg(long = "scope", value_name = "S")]
+        scopes: Vec<String>,
+        /// `aud` of its tokens (default: KEYTURN_AUDIENCE).
+        #[arg(long, value_name = "A")]
+        audience: Option<String>,
+        /// A grant type it may use (repeatable): client_credentials (the
+        /// default) or refresh_token.
+        #[arg(long = "grant-type", value_name = "G")]
+        grant_types: Vec<String>,
+    },
+    /// List clients (never their secrets).
+    List,
+    /// Delete a client; its tokens are refused from then on.
+    #[command(alias = "delete")]
+    Remove {
+        /// Client id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -245,6 +275,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(settings).await,
         Command::Users(cmd) => users(&open(&settings).await?, cmd).await,
+        Command::Clients(cmd) => clients(&open(&settings).await?, cmd).await,
         Command::Keys(cmd) => keys(&open(&settings).await?, cmd).await,
         Command::Token(cmd) => token(&settings, cmd).await,
     }
@@ -369,6 +400,57 @@ async fn set_disabled(services: &Services, name: &str, disabled: bool) -> anyhow
             },
         )
         .await?;
+    Ok(())
+}
+
+async fn clients(services: &Services, cmd: ClientsCommand) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret as _;
+    let clients = &services.clients;
+    match cmd {
+        ClientsCommand::Add {
+            id,
+            scopes,
+            audience,
+            grant_types,
+        } => {
+            let (client, secret) = clients
+                .create(NewClient {
+                    id,
+                    scopes,
+                    grant_types: (!grant_types.is_empty()).then_some(grant_types),
+                    audience,
+                })
+                .await?;
+            println!("created client {}", client.id);
+            println!("client_secret: {}", secret.expose_secret());
+            eprintln!("(the secret is shown only once; store it now)");
+        }
+        ClientsCommand::List => {
+            println!(
+                "{:<32} {:<20} {:<36} {:<24} SCOPES",
+                "CLIENT_ID", "CREATED", "GRANTS", "AUDIENCE"
+            );
+            for client in clients.list().await? {
+                let created = chrono::DateTime::from_timestamp(client.created_at, 0).map_or_else(
+                    || "-".to_owned(),
+                    |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                );
+                let grants: Vec<&str> = client.grant_types.iter().map(|g| g.as_str()).collect();
+                println!(
+                    "{:<32} {:<20} {:<36} {:<24} {}",
+                    client.id,
+                    created,
+                    grants.join(","),
+                    client.audience.as_deref().unwrap_or("(default)"),
+                    client.scopes.join(" ")
+                );
+            }
+        }
+        ClientsCommand::Remove { id } => {
+            clients.delete(&id).await?;
+            println!("{id}: deleted; its tokens are revoked");
+        }
+    }
     Ok(())
 }
 

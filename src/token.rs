@@ -1,9 +1,17 @@
-//! Access and refresh tokens: issuing them (SPEC §3) and validating access
-//! tokens on the server's own routes.
+//! Access and refresh tokens: issuing them (SPEC §3), the OAuth grants,
+//! revocation and introspection (`grants`), and validating access tokens on
+//! the server's own routes.
 //!
 //! Validation pins the algorithm to the key (`kid` → key → alg), never to the
 //! token's own header, and consults only in-memory views (keyring, user
-//! status), never the database. Calls `keys`, `accounts` and `store`.
+//! status, client status, revoked `jti`s), never the database. Calls `keys`,
+//! `accounts` and `store`.
+
+mod grants;
+mod revocation;
+
+pub use grants::{GrantError, Introspection};
+pub use revocation::RevocationView;
 
 use std::time::Duration;
 
@@ -13,13 +21,13 @@ use ring::rand::{SecureRandom as _, SystemRandom};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::accounts::{User, UserStatusView};
+use crate::accounts::{ClientView, FIRST_PARTY_CLIENT_ID, User, UserStatusView};
 use crate::clock::SharedClock;
 use crate::keys::{KeyError, KeyringHandle};
 use crate::store::{RefreshTokenRow, Store, StoreError};
 
 /// `client_id` of tokens issued by `POST /login`.
-pub const FIRST_PARTY_CLIENT: &str = "first-party";
+pub const FIRST_PARTY_CLIENT: &str = FIRST_PARTY_CLIENT_ID;
 /// JWS `typ` of access tokens (RFC 9068).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 /// Tokens longer than this are refused before any parsing.
@@ -131,6 +139,8 @@ pub struct TokenPolicy {
 pub struct Tokens {
     keyring: KeyringHandle,
     users: UserStatusView,
+    clients: ClientView,
+    revocations: RevocationView,
     store: Store,
     clock: SharedClock,
     policy: TokenPolicy,
@@ -155,10 +165,13 @@ pub fn hash_refresh_token(token: &str) -> String {
 }
 
 impl Tokens {
-    /// Binds issuing and validation to the live keyring and user view.
+    /// Binds issuing and validation to the live keyring and the user and
+    /// client views; the revocation view starts empty (see
+    /// [`Tokens::reload_revocations`]).
     pub fn new(
         keyring: KeyringHandle,
         users: UserStatusView,
+        clients: ClientView,
         store: Store,
         clock: SharedClock,
         policy: TokenPolicy,
@@ -166,6 +179,8 @@ impl Tokens {
         Self {
             keyring,
             users,
+            clients,
+            revocations: RevocationView::default(),
             store,
             clock,
             policy,
@@ -227,8 +242,44 @@ impl Tokens {
         Ok(signer.sign_jwt(claims)?)
     }
 
-    /// Validates an access token for the server's own routes.
+    /// Validates an access token for the server's own routes: signature,
+    /// type, issuer, audience, times, and that it has not been revoked.
     pub fn validate(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        let claims = self.verify(token, true)?;
+        self.check_status(&claims)?;
+        Ok(claims)
+    }
+
+    /// As [`Tokens::validate`], for tokens meant for any audience (a
+    /// client's tokens may name its own API): introspection.
+    pub fn validate_any_audience(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        let claims = self.verify(token, false)?;
+        self.check_status(&claims)?;
+        Ok(claims)
+    }
+
+    /// Refused when revoked: the `jti` is on the revocation list, the user
+    /// is gone, disabled or changed their password after issue, or the
+    /// client was deleted.
+    fn check_status(&self, claims: &AccessClaims) -> Result<(), TokenError> {
+        if self.revocations.is_revoked(&claims.jti) {
+            return Err(TokenError::Revoked);
+        }
+        if claims.username.is_some() && !self.users.accepts(&claims.sub, claims.iat) {
+            return Err(TokenError::Revoked);
+        }
+        let leeway = secs(self.policy.leeway);
+        if claims.client_id != FIRST_PARTY_CLIENT
+            && !self.clients.accepts(&claims.client_id, claims.iat, leeway)
+        {
+            return Err(TokenError::Revoked);
+        }
+        Ok(())
+    }
+
+    /// Checks what the token itself proves: a published key's signature,
+    /// `typ`, issuer, (optionally) audience and times. Not its status.
+    fn verify(&self, token: &str, check_audience: bool) -> Result<AccessClaims, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed);
         }
@@ -250,7 +301,11 @@ impl Tokens {
         validation.validate_nbf = false;
         validation.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "aud", "sub"]);
         validation.set_issuer(&[&self.policy.issuer]);
-        validation.set_audience(&[&self.policy.audience]);
+        if check_audience {
+            validation.set_audience(&[&self.policy.audience]);
+        } else {
+            validation.validate_aud = false;
+        }
         let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
             .map_err(|err| {
                 use jsonwebtoken::errors::ErrorKind;
@@ -274,9 +329,6 @@ impl Tokens {
         }
         if now.saturating_add(leeway) < claims.nbf || now.saturating_add(leeway) < claims.iat {
             return Err(TokenError::NotYetValid);
-        }
-        if claims.username.is_some() && !self.users.accepts(&claims.sub, claims.iat) {
-            return Err(TokenError::Revoked);
         }
         Ok(claims)
     }

@@ -1,11 +1,16 @@
-//! Users: creation, authentication, changes, and the in-memory view of which
-//! users' tokens are still acceptable.
+//! Users and OAuth clients: creation, authentication, changes, and the
+//! in-memory views of which users' and clients' tokens are still acceptable.
 //!
 //! Owns the rules for usernames, passwords and roles. Calls `store`; never
 //! imports `http`, `cli` or `token`.
 
+mod clients;
 mod password;
 
+pub use clients::{
+    Client, ClientCredentials, ClientError, ClientView, Clients, FIRST_PARTY_CLIENT_ID, GrantType,
+    NewClient, is_scope_token, normalize_scopes,
+};
 pub use password::{HashError, PasswordHasher};
 
 use std::collections::HashMap;

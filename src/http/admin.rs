@@ -1,4 +1,5 @@
-//! `/admin/*`: keys and users. Every route requires the `admin` role.
+//! `/admin/*`: keys, users and OAuth clients. Every route requires the
+//! `admin` role.
 
 use std::sync::Arc;
 
@@ -6,11 +7,12 @@ use chrono::{DateTime, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 
 use super::auth::BearerAuth;
+use super::error::{NO_CACHE, NO_STORE};
 use super::{ApiError, ApiTags, HttpState};
-use crate::accounts::{User, UserUpdate};
+use crate::accounts::{Client, NewClient, User, UserUpdate};
 use crate::app::count_key_changes;
 use crate::keys::rotation::Action;
 use crate::keys::{KeyInfo, KeysetInfo};
@@ -138,6 +140,96 @@ pub struct UpdateUser {
     pub password: Option<String>,
     /// Disable or enable the user.
     pub disabled: Option<bool>,
+}
+
+/// A registered OAuth client (never its secret).
+#[derive(Debug, Object)]
+pub struct ClientView {
+    /// The client id: `sub` and `client_id` of its tokens.
+    pub client_id: String,
+    /// Scopes it may request.
+    pub scopes: Vec<String>,
+    /// Grant types it may use.
+    pub grant_types: Vec<String>,
+    /// `aud` of its tokens, when not the server's default.
+    pub audience: Option<String>,
+    /// Registered.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Client> for ClientView {
+    fn from(c: Client) -> Self {
+        Self {
+            client_id: c.id,
+            scopes: c.scopes,
+            grant_types: c
+                .grant_types
+                .iter()
+                .map(|g| g.as_str().to_owned())
+                .collect(),
+            audience: c.audience,
+            created_at: timestamp(c.created_at),
+        }
+    }
+}
+
+/// The OAuth clients.
+#[derive(Debug, Object)]
+pub struct ClientList {
+    /// Every client, by id.
+    pub clients: Vec<ClientView>,
+}
+
+/// A new OAuth client.
+#[derive(Object)]
+pub struct CreateClient {
+    /// 1-64 letters, digits, `.`, `_`, `-` or `@`; `first-party` is reserved.
+    pub client_id: String,
+    /// Scopes the client may request (RFC 6749 scope tokens).
+    #[oai(default)]
+    pub scopes: Vec<String>,
+    /// `aud` of its tokens; default `KEYTURN_AUDIENCE`.
+    pub audience: Option<String>,
+    /// Grant types it may use: `client_credentials` (the default) and/or
+    /// `refresh_token`. An empty list makes a client that can only
+    /// introspect and revoke (a resource server or gateway).
+    pub grant_types: Option<Vec<String>>,
+}
+
+/// A registered client with its secret, shown this once.
+#[derive(Debug, Object)]
+pub struct CreatedClient {
+    /// The client id.
+    pub client_id: String,
+    /// The secret (256 random bits, base64url). Only its SHA-256 is kept:
+    /// store it now, it cannot be shown again.
+    pub client_secret: String,
+    /// Scopes it may request.
+    pub scopes: Vec<String>,
+    /// Grant types it may use.
+    pub grant_types: Vec<String>,
+    /// `aud` of its tokens, when not the server's default.
+    pub audience: Option<String>,
+    /// Registered.
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(ApiResponse)]
+pub enum ClientCreated {
+    /// Registered. The response is not cacheable: it holds the secret.
+    #[oai(status = 201)]
+    Client(
+        Json<CreatedClient>,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+    ),
+}
+
+#[derive(ApiResponse)]
+pub enum ClientDeleted {
+    /// Deleted; its tokens are refused and its refresh tokens revoked.
+    #[oai(status = 204)]
+    Done,
 }
 
 #[derive(ApiResponse)]
@@ -298,5 +390,68 @@ impl AdminApi {
         auth.admin(&self.state.tokens)?;
         self.state.accounts.delete(&username.0).await?;
         Ok(Deleted::Done)
+    }
+
+    /// Every OAuth client (without secrets).
+    #[oai(path = "/admin/clients", method = "get")]
+    async fn list_clients(&self, auth: BearerAuth) -> Result<Json<ClientList>, ApiError> {
+        auth.admin(&self.state.tokens)?;
+        let clients = self.state.clients.list().await?;
+        Ok(Json(ClientList {
+            clients: clients.into_iter().map(ClientView::from).collect(),
+        }))
+    }
+
+    /// Register an OAuth client. The response holds its secret, shown only
+    /// this once. 409 if the client id is taken.
+    #[oai(path = "/admin/clients", method = "post")]
+    async fn create_client(
+        &self,
+        auth: BearerAuth,
+        body: Json<CreateClient>,
+    ) -> Result<ClientCreated, ApiError> {
+        auth.admin(&self.state.tokens)?;
+        let Json(CreateClient {
+            client_id,
+            scopes,
+            audience,
+            grant_types,
+        }) = body;
+        let (client, secret) = self
+            .state
+            .clients
+            .create(NewClient {
+                id: client_id,
+                scopes,
+                grant_types,
+                audience,
+            })
+            .await?;
+        let view = ClientView::from(client);
+        Ok(ClientCreated::Client(
+            Json(CreatedClient {
+                client_id: view.client_id,
+                client_secret: secret.expose_secret().to_owned(),
+                scopes: view.scopes,
+                grant_types: view.grant_types,
+                audience: view.audience,
+                created_at: view.created_at,
+            }),
+            NO_STORE.into(),
+            NO_CACHE.into(),
+        ))
+    }
+
+    /// Delete an OAuth client: its access tokens are refused from now on
+    /// and its refresh tokens revoked.
+    #[oai(path = "/admin/clients/:client_id", method = "delete")]
+    async fn delete_client(
+        &self,
+        auth: BearerAuth,
+        client_id: Path<String>,
+    ) -> Result<ClientDeleted, ApiError> {
+        auth.admin(&self.state.tokens)?;
+        self.state.clients.delete(&client_id.0).await?;
+        Ok(ClientDeleted::Done)
     }
 }

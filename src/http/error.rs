@@ -11,15 +11,22 @@ use poem::{IntoResponse as _, Response};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
-use crate::accounts::AccountError;
+use crate::accounts::{AccountError, ClientError};
 use crate::keys::KeyError;
 use crate::store::StoreError;
-use crate::token::TokenError;
+use crate::token::{GrantError, TokenError};
 
 /// `WWW-Authenticate` value for a missing or refused bearer token.
 pub const BEARER_INVALID_TOKEN: &str = "Bearer error=\"invalid_token\"";
 /// `WWW-Authenticate` value for a valid token without the needed role.
 pub const BEARER_INSUFFICIENT_SCOPE: &str = "Bearer error=\"insufficient_scope\"";
+/// `WWW-Authenticate` value when client authentication failed (RFC 6749
+/// §5.2: the client may retry with HTTP Basic).
+pub const BASIC_CLIENT_REALM: &str = "Basic realm=\"keyturn\"";
+/// `Cache-Control` of every OAuth endpoint response (RFC 6749 §5.1).
+pub const NO_STORE: &str = "no-store";
+/// `Pragma` of every OAuth endpoint response (RFC 6749 §5.1).
+pub const NO_CACHE: &str = "no-cache";
 const MAX_DESCRIPTION_CHARS: usize = 200;
 
 /// The error body of every failed request (RFC 6749 §5.2 shape).
@@ -149,6 +156,158 @@ impl From<TokenError> for ApiError {
             TokenError::Key(_) | TokenError::Store(_) => Self::internal(&err),
             refused => Self::invalid_token(refused.to_string()),
         }
+    }
+}
+
+impl From<ClientError> for ApiError {
+    fn from(err: ClientError) -> Self {
+        match err {
+            ClientError::InvalidClientId
+            | ClientError::ReservedClientId
+            | ClientError::InvalidScope
+            | ClientError::InvalidAudience
+            | ClientError::InvalidGrantType => Self::invalid_request(err.to_string()),
+            ClientError::ClientIdTaken => Self::Conflict(body("conflict", err.to_string())),
+            ClientError::NotFound => Self::not_found(err.to_string()),
+            ClientError::InvalidCredentials => Self::Unauthorized(
+                body("invalid_client", err.to_string()),
+                Some(BASIC_CLIENT_REALM.to_owned()),
+            ),
+            ClientError::Random | ClientError::Store(_) => Self::internal(&err),
+        }
+    }
+}
+
+impl From<GrantError> for ApiError {
+    fn from(err: GrantError) -> Self {
+        match err {
+            GrantError::Token(err) => err.into(),
+            other => Self::internal(&other),
+        }
+    }
+}
+
+/// Every error response of the OAuth endpoints (`/oauth/token`,
+/// `/oauth/revoke`, `/oauth/introspect`): RFC 6749 §5.2 codes, with
+/// `Cache-Control: no-store` and `Pragma: no-cache`.
+#[derive(Debug, ApiResponse)]
+pub enum OAuthError {
+    /// `invalid_request`, `invalid_grant`, `unauthorized_client`,
+    /// `unsupported_grant_type` or `invalid_scope`.
+    #[oai(status = 400)]
+    BadRequest(
+        Json<ErrorBody>,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+    ),
+    /// `invalid_client`: unknown client, wrong secret, or missing client
+    /// authentication.
+    #[oai(status = 401)]
+    InvalidClient(
+        Json<ErrorBody>,
+        #[oai(header = "WWW-Authenticate")] String,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+    ),
+    /// `temporarily_unavailable`: no signing key right now.
+    #[oai(status = 503)]
+    Unavailable(
+        Json<ErrorBody>,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+    ),
+    /// `server_error`; details are only in the server log.
+    #[oai(status = 500)]
+    Internal(
+        Json<ErrorBody>,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+    ),
+}
+
+impl OAuthError {
+    fn bad_request(code: &str, description: impl Into<String>) -> Self {
+        Self::BadRequest(body(code, description), NO_STORE.into(), NO_CACHE.into())
+    }
+
+    /// 400 `invalid_request`.
+    pub fn invalid_request(description: impl Into<String>) -> Self {
+        Self::bad_request("invalid_request", description)
+    }
+
+    /// 400 `unsupported_grant_type`.
+    pub fn unsupported_grant_type(description: impl Into<String>) -> Self {
+        Self::bad_request("unsupported_grant_type", description)
+    }
+
+    /// 401 `invalid_client` with `WWW-Authenticate: Basic realm="keyturn"`.
+    pub fn invalid_client(description: impl Into<String>) -> Self {
+        Self::InvalidClient(
+            body("invalid_client", description),
+            BASIC_CLIENT_REALM.into(),
+            NO_STORE.into(),
+            NO_CACHE.into(),
+        )
+    }
+
+    /// 500, logging the real cause.
+    pub fn internal(cause: &dyn std::error::Error) -> Self {
+        tracing::error!(error = %error_chain(cause), "internal error");
+        Self::Internal(
+            body("server_error", "internal server error"),
+            NO_STORE.into(),
+            NO_CACHE.into(),
+        )
+    }
+}
+
+impl From<ClientError> for OAuthError {
+    fn from(err: ClientError) -> Self {
+        match err {
+            ClientError::InvalidCredentials | ClientError::NotFound => {
+                Self::invalid_client(err.to_string())
+            }
+            ClientError::Random | ClientError::Store(_) => Self::internal(&err),
+            other => Self::invalid_request(other.to_string()),
+        }
+    }
+}
+
+impl From<GrantError> for OAuthError {
+    fn from(err: GrantError) -> Self {
+        match err {
+            GrantError::InvalidGrant(_) => Self::bad_request("invalid_grant", err.to_string()),
+            GrantError::ClientAuthenticationRequired => Self::invalid_client(err.to_string()),
+            GrantError::UnauthorizedClient(_) => {
+                Self::bad_request("unauthorized_client", err.to_string())
+            }
+            GrantError::InvalidScope(_) => Self::bad_request("invalid_scope", err.to_string()),
+            GrantError::Token(TokenError::NoSigningKey) => Self::Unavailable(
+                body("temporarily_unavailable", err.to_string()),
+                NO_STORE.into(),
+                NO_CACHE.into(),
+            ),
+            GrantError::Token(_) | GrantError::Store(_) => Self::internal(&err),
+        }
+    }
+}
+
+impl From<StoreError> for OAuthError {
+    fn from(err: StoreError) -> Self {
+        Self::internal(&err)
+    }
+}
+
+/// Adds `Cache-Control: no-store` and `Pragma: no-cache` to a response that
+/// lacks them: every response of the OAuth endpoints carries them, even the
+/// errors poem raises before a handler runs (wrong content type, bad form).
+pub fn ensure_no_store(response: &mut Response) {
+    let headers = response.headers_mut();
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(NO_STORE));
+    }
+    if !headers.contains_key(header::PRAGMA) {
+        headers.insert(header::PRAGMA, HeaderValue::from_static(NO_CACHE));
     }
 }
 

@@ -3,13 +3,15 @@
 
 mod admin;
 mod auth;
+mod discovery;
 mod error;
 mod health;
 mod jwks;
 mod metrics;
+mod oauth;
 mod session;
 
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, ErrorBody, OAuthError};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +22,7 @@ use poem::web::headers::{ContentLength, HeaderMapExt as _};
 use poem::{Endpoint, EndpointExt as _, IntoResponse, Request, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 
-use crate::accounts::Accounts;
+use crate::accounts::{Accounts, Clients};
 use crate::clock::SharedClock;
 use crate::keys::{KeyManager, KeyringHandle};
 use crate::metrics::Metrics;
@@ -41,8 +43,12 @@ pub struct HttpState {
     pub keyring: KeyringHandle,
     /// User operations.
     pub accounts: Accounts,
+    /// OAuth client operations.
+    pub clients: Clients,
     /// Token issuing and validation.
     pub tokens: Tokens,
+    /// `KEYTURN_ISSUER`: base of the discovery URLs.
+    pub issuer: String,
     /// `Cache-Control: max-age` of the JWKS.
     pub jwks_max_age: Duration,
     /// The clock (JWKS max-age, key ages).
@@ -57,6 +63,8 @@ enum ApiTags {
     Health,
     /// Logging in and using a token.
     Auth,
+    /// OAuth 2.0 token, revocation and introspection endpoints.
+    OAuth,
     /// Public keys for verifiers.
     Keys,
     /// Administration (requires the `admin` role).
@@ -72,8 +80,10 @@ fn api_service(
         (
             health::HealthApi::new(Arc::clone(&state)),
             session::SessionApi::new(Arc::clone(&state)),
+            oauth::OAuthApi::new(Arc::clone(&state)),
             jwks::JwksApi::new(Arc::clone(&state)),
             metrics::MetricsApi::new(Arc::clone(&state)),
+            discovery::DiscoveryApi::new(Arc::clone(&state)),
             admin::AdminApi::new(state),
         ),
         "keyturn",
@@ -82,7 +92,10 @@ fn api_service(
     .description(
         "Asymmetric-key JWT authentication server. Log in with `POST /login`, then press \
          **Authorize** and paste the `access_token` to call the protected routes. Resource \
-         servers verify tokens with the keys at `/.well-known/jwks.json`.",
+         servers verify tokens with the keys at `/.well-known/jwks.json`. OAuth 2.0 clients \
+         use `/oauth/token` (press **Authorize** and fill in *ClientBasicAuth* with a \
+         client id and secret), `/oauth/revoke` and `/oauth/introspect`; discovery is at \
+         `/.well-known/oauth-authorization-server`.",
     )
     .server(server_url.to_owned())
 }
@@ -101,6 +114,7 @@ pub fn routes(state: Arc<HttpState>, server_url: &str) -> impl Endpoint<Output =
         .around(limit_body)
         .with(Tracing)
         .catch_all_error(error::render_poem_error)
+        .around(no_store_on_oauth)
         .around(move |next, req| {
             let metrics = Arc::clone(&metrics);
             async move {
@@ -109,6 +123,18 @@ pub fn routes(state: Arc<HttpState>, server_url: &str) -> impl Endpoint<Output =
                 Ok(response)
             }
         })
+}
+
+/// Every response of the OAuth endpoints and `/logout`, including errors
+/// raised before a handler runs, carries `Cache-Control: no-store`.
+async fn no_store_on_oauth<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
+    let path = req.uri().path();
+    let oauth = path.starts_with("/oauth/") || path == "/logout";
+    let mut response = next.call(req).await?.into_response();
+    if oauth {
+        error::ensure_no_store(&mut response);
+    }
+    Ok(response)
 }
 
 /// The OpenAPI document as JSON (for `keyturn` tooling and tests).

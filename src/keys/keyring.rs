@@ -105,6 +105,20 @@ impl Keyring {
         self.verifying.get(kid)
     }
 
+    /// The algorithms of the published keys (what verifiers must accept),
+    /// sorted and without duplicates.
+    pub fn algorithms(&self) -> Vec<SigningAlg> {
+        let mut algs: Vec<SigningAlg> = self
+            .verifying
+            .values()
+            .filter(|k| k.state.is_published())
+            .map(|k| k.alg)
+            .collect();
+        algs.sort_by_key(|a| a.as_str());
+        algs.dedup();
+        algs
+    }
+
     /// The JWKS as served.
     pub fn jwks(&self) -> &Jwks {
         &self.jwks

@@ -7,12 +7,14 @@
 //! Domain modules call the typed methods here and never see a row or a
 //! connection. Timestamps are Unix seconds, UTC.
 
+mod clients;
 mod keys;
 mod tokens;
 mod users;
 
+pub use clients::{ClientRow, ClientStatusRow};
 pub use keys::{KeyChange, KeyRow};
-pub use tokens::RefreshTokenRow;
+pub use tokens::{RefreshTokenRow, RefreshTokenState, RevokedJti};
 pub use users::{UserAuthRow, UserChange, UserRow};
 
 use std::path::Path;
@@ -83,6 +85,10 @@ pub struct Versions {
     pub keys: i64,
     /// Bumped by every change to users that affects token validity.
     pub users: i64,
+    /// Bumped by every addition to the access-token revocation list.
+    pub revocations: i64,
+    /// Bumped by every change to OAuth clients.
+    pub clients: i64,
 }
 
 /// Handle to the database; cheap to clone.
@@ -158,6 +164,8 @@ impl Store {
             match name.as_str() {
                 "keys" => versions.keys = version,
                 "users" => versions.users = version,
+                "revocations" => versions.revocations = version,
+                "clients" => versions.clients = version,
                 _ => {}
             }
         }

@@ -127,6 +127,19 @@ impl Store {
         row.as_ref().map(user_from_row).transpose()
     }
 
+    /// The user with this id (`sub`), if any.
+    pub async fn find_user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
     /// Every user, by username.
     pub async fn list_users(&self) -> Result<Vec<UserRow>, StoreError> {
         let rows = sqlx::query(concat!(

@@ -23,7 +23,7 @@ pub struct TestApp {
     pub clock: ManualClock,
     pub services: Services,
     pub keyring: keyturn::keys::KeyringHandle,
-    pub metrics: Arc<keyturn::metrics::Metrics>,
+    pub maintenance: keyturn::app::Maintenance,
     pub env: Vec<(String, String)>,
     server: std::sync::Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
 }
@@ -96,7 +96,7 @@ async fn start(dir: Arc<TempDir>, env: BTreeMap<String, String>, clock: ManualCl
     let base = format!("http://{}", app.local_addr());
     let services = app.services().clone();
     let keyring = app.keyring().clone();
-    let metrics = Arc::clone(app.metrics());
+    let maintenance = app.maintenance().clone();
     let server = tokio::spawn(app.run_until(std::future::pending()));
     TestApp {
         base,
@@ -109,7 +109,7 @@ async fn start(dir: Arc<TempDir>, env: BTreeMap<String, String>, clock: ManualCl
         clock,
         services,
         keyring,
-        metrics,
+        maintenance,
         env: env.into_iter().collect(),
         server: std::sync::Mutex::new(Some(server)),
     }
@@ -139,7 +139,7 @@ impl TestApp {
     /// One pass of the server's background loop, now (instead of waiting
     /// for the next one-second tick after moving the clock).
     pub async fn tick(&self) {
-        keyturn::app::maintain_once(&self.services, &self.keyring, &self.metrics).await;
+        self.maintenance.run_once().await;
     }
 }
 
@@ -306,4 +306,153 @@ impl TestApp {
         }
         bytes
     }
+}
+
+/// A server whose `KEYTURN_ISSUER` is its own address, so the URLs in its
+/// discovery metadata resolve (third-party clients follow them).
+pub async fn spawn_app_at_own_issuer(extra: &[(&str, &str)]) -> TestApp {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let issuer = format!("http://{bind}");
+    let mut settings: Vec<(&str, &str)> =
+        vec![("KEYTURN_BIND", &bind), ("KEYTURN_ISSUER", &issuer)];
+    settings.extend_from_slice(extra);
+    spawn_app_with(&settings).await
+}
+
+impl TestApp {
+    /// Registers an OAuth client allowed `scopes` (client_credentials only)
+    /// and returns its secret.
+    pub async fn create_client(&self, id: &str, scopes: &[&str]) -> String {
+        self.create_client_with(id, scopes, None, None).await
+    }
+
+    /// Registers an OAuth client with every option; returns its secret.
+    pub async fn create_client_with(
+        &self,
+        id: &str,
+        scopes: &[&str],
+        grant_types: Option<&[&str]>,
+        audience: Option<&str>,
+    ) -> String {
+        use secrecy::ExposeSecret as _;
+        let (_, secret) = self
+            .services
+            .clients
+            .create(keyturn::accounts::NewClient {
+                id: id.to_owned(),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                grant_types: grant_types.map(|g| g.iter().map(|s| (*s).to_owned()).collect()),
+                audience: audience.map(str::to_owned),
+            })
+            .await
+            .expect("client created");
+        secret.expose_secret().to_owned()
+    }
+
+    /// POSTs a form, optionally with HTTP Basic client credentials.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> reqwest::Response {
+        let mut request = self.client.post(self.url(path)).form(form);
+        if let Some((id, secret)) = basic {
+            request = request.basic_auth(id, Some(secret));
+        }
+        request.send().await.expect("request")
+    }
+
+    /// `client_credentials` with HTTP Basic; returns the response.
+    pub async fn client_credentials(
+        &self,
+        id: &str,
+        secret: &str,
+        scope: Option<&str>,
+    ) -> reqwest::Response {
+        let mut form = vec![("grant_type", "client_credentials")];
+        if let Some(scope) = scope {
+            form.push(("scope", scope));
+        }
+        self.post_form("/oauth/token", &form, Some((id, secret)))
+            .await
+    }
+
+    /// A client token (HTTP Basic, all allowed scopes).
+    pub async fn client_token(&self, id: &str, secret: &str) -> String {
+        let response = self.client_credentials(id, secret, None).await;
+        assert_eq!(response.status(), 200, "client_credentials for {id}");
+        let body: Value = response.json().await.expect("json");
+        body["access_token"].as_str().expect("token").to_owned()
+    }
+
+    /// Logs in; returns (access token, refresh token).
+    pub async fn login_tokens(&self, name: &str) -> (String, String) {
+        let response = self.login(name, PASSWORD).await;
+        assert_eq!(response.status(), 200, "login of {name}");
+        let body: Value = response.json().await.expect("json");
+        (
+            body["access_token"].as_str().expect("access").to_owned(),
+            body["refresh_token"].as_str().expect("refresh").to_owned(),
+        )
+    }
+
+    /// `grant_type=refresh_token` without client authentication.
+    pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
+        self.post_form(
+            "/oauth/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
+            None,
+        )
+        .await
+    }
+
+    /// Refreshes, expecting success; returns (access token, refresh token).
+    pub async fn refreshed(&self, refresh_token: &str) -> (String, String) {
+        let response = self.refresh(refresh_token).await;
+        assert_eq!(response.status(), 200, "refresh");
+        let body: Value = response.json().await.expect("json");
+        (
+            body["access_token"].as_str().expect("access").to_owned(),
+            body["refresh_token"].as_str().expect("refresh").to_owned(),
+        )
+    }
+
+    /// Introspects `token` as client `(id, secret)`; returns the JSON.
+    pub async fn introspect(&self, token: &str, client: (&str, &str)) -> Value {
+        let response = self
+            .post_form("/oauth/introspect", &[("token", token)], Some(client))
+            .await;
+        assert_eq!(response.status(), 200, "introspection");
+        response.json().await.expect("json")
+    }
+}
+
+/// Asserts an OAuth error response: status, RFC 6749 code, and the
+/// no-store headers every token endpoint response carries.
+pub async fn assert_oauth_error(response: reqwest::Response, status: u16, code: &str) {
+    assert_eq!(response.status(), status, "status for {code}");
+    assert_no_store(&response);
+    if status == 401 {
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            "Basic realm=\"keyturn\"",
+            "{code}"
+        );
+    }
+    assert_eq!(error_code(response).await, code);
+}
+
+/// `Cache-Control: no-store` and `Pragma: no-cache`.
+pub fn assert_no_store(response: &reqwest::Response) {
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_eq!(response.headers()["pragma"], "no-cache");
 }

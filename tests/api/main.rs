@@ -3,13 +3,18 @@
 
 mod admin;
 mod cli;
+mod clients;
+mod discovery;
 mod health;
 mod helpers;
 mod input;
+mod interop;
 mod jwks;
 mod login;
+mod oauth;
 mod openapi;
 mod postgres;
+mod revocation;
 mod rotation;
 mod tokens;
 mod verifier;

@@ -20,6 +20,15 @@ async fn openapi_documents_every_route_security_and_errors() {
         ("/admin/users", "post"),
         ("/admin/users/{username}", "patch"),
         ("/admin/users/{username}", "delete"),
+        ("/oauth/token", "post"),
+        ("/oauth/revoke", "post"),
+        ("/oauth/introspect", "post"),
+        ("/logout", "post"),
+        ("/.well-known/oauth-authorization-server", "get"),
+        ("/.well-known/openid-configuration", "get"),
+        ("/admin/clients", "get"),
+        ("/admin/clients", "post"),
+        ("/admin/clients/{client_id}", "delete"),
     ] {
         let op = &paths[path][method];
         assert!(op.is_object(), "{method} {path} documented");
@@ -29,10 +38,15 @@ async fn openapi_documents_every_route_security_and_errors() {
                 || op["responses"]["204"].is_object()
         );
     }
-    let schemes = &doc["components"]["securitySchemes"];
-    let bearer = schemes.as_object().unwrap().values().next().unwrap();
-    assert_eq!(bearer["type"], "http");
-    assert_eq!(bearer["scheme"], "bearer");
+    let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+    let scheme = |name: &str| {
+        schemes
+            .values()
+            .find(|s| s["type"] == "http" && s["scheme"] == name)
+            .unwrap_or_else(|| panic!("an http {name} scheme"))
+    };
+    scheme("bearer");
+    scheme("basic");
     for (path, method) in [("/profile", "get"), ("/admin/users", "post")] {
         let op = &paths[path][method];
         assert!(op["security"].is_array(), "{path} has security");
@@ -42,6 +56,62 @@ async fn openapi_documents_every_route_security_and_errors() {
     assert!(paths["/login"]["post"]["responses"]["401"].is_object());
     assert!(paths["/.well-known/jwks.json"]["get"]["responses"]["304"].is_object());
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+}
+
+#[tokio::test]
+async fn oauth_endpoints_document_forms_client_auth_and_errors() {
+    let app = spawn_app().await;
+    let doc: Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    let paths = &doc["paths"];
+    let schemas = &doc["components"]["schemas"];
+    for (path, fields) in [
+        (
+            "/oauth/token",
+            &[
+                "grant_type",
+                "refresh_token",
+                "scope",
+                "client_id",
+                "client_secret",
+            ][..],
+        ),
+        (
+            "/oauth/revoke",
+            &["token", "token_type_hint", "client_id", "client_secret"][..],
+        ),
+        (
+            "/oauth/introspect",
+            &["token", "token_type_hint", "client_id", "client_secret"][..],
+        ),
+    ] {
+        let op = &paths[path]["post"];
+        let form = &op["requestBody"]["content"]["application/x-www-form-urlencoded"];
+        assert!(form.is_object(), "{path} takes a form");
+        let reference = form["schema"]["$ref"].as_str().unwrap();
+        let schema = &schemas[reference.rsplit('/').next().unwrap()];
+        for field in fields {
+            assert!(schema["properties"][field].is_object(), "{path}: {field}");
+        }
+        assert!(op["responses"]["200"].is_object(), "{path} 200");
+        assert!(op["responses"]["400"].is_object(), "{path} 400");
+        assert!(op["responses"]["401"].is_object(), "{path} 401");
+        assert!(
+            op["security"].is_array(),
+            "{path} documents client authentication"
+        );
+        let headers = op["responses"]["400"]["headers"].as_object().unwrap();
+        for name in ["cache-control", "pragma"] {
+            assert!(
+                headers.keys().any(|h| h.eq_ignore_ascii_case(name)),
+                "{path}: {name} documented"
+            );
+        }
+    }
+    let logout = &paths["/logout"]["post"];
+    assert!(logout["responses"]["204"].is_object());
+    assert!(logout["responses"]["401"].is_object());
+    assert!(paths["/admin/clients"]["post"]["responses"]["201"].is_object());
+    assert!(paths["/admin/clients"]["post"]["responses"]["409"].is_object());
 }
 
 #[tokio::test]

@@ -1,0 +1,466 @@
+//! OAuth clients: registration with a generated secret, authentication, and
+//! the in-memory view of which clients exist (so a deleted client's tokens
+//! are refused without a database query).
+//!
+//! Secrets are 256 random bits, shown once and stored as SHA-256: a fast
+//! hash is enough for a generated high-entropy secret (PERFORMANCE.md), and
+//! keeps client authentication cheap. Calls `store`; never imports `http`,
+//! `cli` or `token`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use ring::rand::{SecureRandom as _, SystemRandom};
+use secrecy::{ExposeSecret as _, SecretString};
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+
+use crate::clock::SharedClock;
+use crate::store::{ClientRow, ClientStatusRow, Store, StoreError};
+
+/// The built-in client of `POST /login` tokens; it cannot be registered.
+pub const FIRST_PARTY_CLIENT_ID: &str = "first-party";
+const MAX_CLIENT_ID_CHARS: usize = 64;
+const MAX_SCOPE_CHARS: usize = 64;
+const MAX_SCOPES: usize = 32;
+const MAX_AUDIENCE_CHARS: usize = 256;
+/// Presented secrets longer than this are refused before hashing.
+const MAX_SECRET_BYTES: usize = 512;
+
+/// Errors of client operations. Display texts are safe to show clients.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The client id breaks the naming rules.
+    #[error("client_id must be 1-64 characters of letters, digits, '.', '_', '-' or '@'")]
+    InvalidClientId,
+    /// `first-party` is the built-in client of `/login`.
+    #[error("client_id \"first-party\" is reserved")]
+    ReservedClientId,
+    /// A scope breaks the naming rules.
+    #[error(
+        "scopes must be at most 32 names of 1-64 printable ASCII characters without spaces, '\"' or '\\'"
+    )]
+    InvalidScope,
+    /// The audience breaks the rules.
+    #[error("audience must be 1-256 printable ASCII characters without spaces")]
+    InvalidAudience,
+    /// Not a grant type clients can be allowed.
+    #[error("grant_types may contain only \"client_credentials\" and \"refresh_token\"")]
+    InvalidGrantType,
+    /// The id is taken.
+    #[error("a client with this client_id already exists")]
+    ClientIdTaken,
+    /// No such client.
+    #[error("no such client")]
+    NotFound,
+    /// Unknown client or wrong secret: deliberately one error.
+    #[error("client authentication failed")]
+    InvalidCredentials,
+    /// The system's random generator failed.
+    #[error("no system randomness")]
+    Random,
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for ClientError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict => Self::ClientIdTaken,
+            StoreError::NotFound => Self::NotFound,
+            other => Self::Store(other),
+        }
+    }
+}
+
+/// A grant type a client may be allowed to use at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GrantType {
+    /// `client_credentials`: tokens for the client itself.
+    ClientCredentials,
+    /// `refresh_token`: rotating refresh tokens issued to this client.
+    RefreshToken,
+}
+
+impl GrantType {
+    /// The RFC 6749 name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientCredentials => "client_credentials",
+            Self::RefreshToken => "refresh_token",
+        }
+    }
+}
+
+impl fmt::Display for GrantType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for GrantType {
+    type Err = ClientError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "client_credentials" => Ok(Self::ClientCredentials),
+            "refresh_token" => Ok(Self::RefreshToken),
+            _ => Err(ClientError::InvalidGrantType),
+        }
+    }
+}
+
+/// A registered client as the rest of the system sees it (no secret hash).
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The client id.
+    pub id: String,
+    /// Scopes it may request (sorted).
+    pub scopes: Vec<String>,
+    /// Grant types it may use.
+    pub grant_types: Vec<GrantType>,
+    /// `aud` of its tokens; `None` means the server's default audience.
+    pub audience: Option<String>,
+    /// Registration time (Unix seconds).
+    pub created_at: i64,
+}
+
+impl Client {
+    /// Whether the client may use this grant.
+    pub fn allows(&self, grant: GrantType) -> bool {
+        self.grant_types.contains(&grant)
+    }
+}
+
+impl TryFrom<ClientRow> for Client {
+    type Error = ClientError;
+    fn try_from(row: ClientRow) -> Result<Self, Self::Error> {
+        let grant_types = row
+            .grant_types
+            .iter()
+            .map(|g| g.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                ClientError::Store(StoreError::Corrupt(format!(
+                    "grant types of client {}",
+                    row.client_id
+                )))
+            })?;
+        Ok(Self {
+            id: row.client_id,
+            scopes: row.scopes,
+            grant_types,
+            audience: row.audience,
+            created_at: row.created_at,
+        })
+    }
+}
+
+/// What a client sends to authenticate (RFC 6749 §2.3.1).
+pub struct ClientCredentials {
+    /// `client_id`.
+    pub id: String,
+    /// `client_secret`.
+    pub secret: SecretString,
+}
+
+/// A new client's registration.
+#[derive(Debug, Default, Clone)]
+pub struct NewClient {
+    /// The client id.
+    pub id: String,
+    /// Allowed scopes.
+    pub scopes: Vec<String>,
+    /// Allowed grant types; `None` means `client_credentials` only.
+    pub grant_types: Option<Vec<String>>,
+    /// `aud` of its tokens; `None` means the server's default.
+    pub audience: Option<String>,
+}
+
+/// In-memory view of the registered clients, refreshed from the store.
+#[derive(Clone, Default)]
+pub struct ClientView {
+    inner: Arc<RwLock<Arc<ClientStatus>>>,
+}
+
+#[derive(Default)]
+struct ClientStatus {
+    version: i64,
+    clients: HashMap<String, ClientStatusRow>,
+}
+
+impl ClientView {
+    /// Whether a token of `client_id` issued at `iat` is still acceptable:
+    /// the client exists and was registered no later than `leeway` seconds
+    /// after the token was issued (so a deleted and re-registered id does
+    /// not revive old tokens, while instances whose clocks differ by up to
+    /// the leeway agree).
+    pub fn accepts(&self, client_id: &str, iat: i64, leeway: i64) -> bool {
+        self.snapshot()
+            .clients
+            .get(client_id)
+            .is_some_and(|c| iat.saturating_add(leeway) >= c.created_at)
+    }
+
+    /// Every scope some client may request, sorted.
+    pub fn scopes_supported(&self) -> Vec<String> {
+        let snapshot = self.snapshot();
+        let scopes: BTreeSet<&String> = snapshot
+            .clients
+            .values()
+            .flat_map(|c| c.scopes.iter())
+            .collect();
+        scopes.into_iter().cloned().collect()
+    }
+
+    /// The store version this view reflects.
+    pub fn version(&self) -> i64 {
+        self.snapshot().version
+    }
+
+    fn snapshot(&self) -> Arc<ClientStatus> {
+        match self.inner.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    /// Reloads from the store.
+    pub async fn reload(&self, store: &Store) -> Result<(), StoreError> {
+        let version = store.versions().await?.clients;
+        let clients = store
+            .client_status_rows()
+            .await?
+            .into_iter()
+            .map(|c| (c.client_id.clone(), c))
+            .collect();
+        let new = Arc::new(ClientStatus { version, clients });
+        match self.inner.write() {
+            Ok(mut g) => *g = new,
+            Err(p) => *p.into_inner() = new,
+        }
+        Ok(())
+    }
+}
+
+/// Client operations.
+#[derive(Clone)]
+pub struct Clients {
+    store: Store,
+    clock: SharedClock,
+    view: ClientView,
+}
+
+impl Clients {
+    /// Binds the operations to a store and clock.
+    pub fn new(store: Store, clock: SharedClock) -> Self {
+        Self {
+            store,
+            clock,
+            view: ClientView::default(),
+        }
+    }
+
+    /// The view kept current by this instance's changes and by polling.
+    pub fn view(&self) -> &ClientView {
+        &self.view
+    }
+
+    /// Registers a client and returns it with its secret, which is not
+    /// stored and cannot be shown again.
+    pub async fn create(&self, new: NewClient) -> Result<(Client, SecretString), ClientError> {
+        validate_client_id(&new.id)?;
+        let scopes = normalize_scopes(new.scopes)?;
+        let grant_types = match new.grant_types {
+            None => vec![GrantType::ClientCredentials],
+            Some(names) => {
+                let set: BTreeSet<GrantType> = names
+                    .iter()
+                    .map(|n| n.trim().parse())
+                    .collect::<Result<_, _>>()?;
+                set.into_iter().collect()
+            }
+        };
+        let audience = new.audience.map(|a| a.trim().to_owned());
+        if let Some(audience) = &audience {
+            validate_audience(audience)?;
+        }
+        let secret = generate_secret()?;
+        let row = ClientRow {
+            client_id: new.id,
+            secret_hash: B64.encode(Sha256::digest(secret.expose_secret().as_bytes())),
+            scopes,
+            grant_types: grant_types.iter().map(|g| g.as_str().to_owned()).collect(),
+            audience,
+            created_at: self.clock.now(),
+        };
+        self.store.insert_client(&row).await?;
+        self.refresh_view().await;
+        tracing::info!(audit = "client_created", client_id = %row.client_id, "client registered");
+        Ok((row.try_into()?, secret))
+    }
+
+    /// Checks a client's credentials in constant time. Unknown client and
+    /// wrong secret both give [`ClientError::InvalidCredentials`].
+    pub async fn authenticate(
+        &self,
+        credentials: &ClientCredentials,
+    ) -> Result<Client, ClientError> {
+        let secret = credentials.secret.expose_secret();
+        let row = if validate_client_id(&credentials.id).is_ok() && secret.len() <= MAX_SECRET_BYTES
+        {
+            self.store.find_client(&credentials.id).await?
+        } else {
+            None
+        };
+        let presented = Sha256::digest(secret.as_bytes());
+        // An unknown client is compared against a hash nothing matches, so
+        // both failures take the same path.
+        let stored = row
+            .as_ref()
+            .and_then(|r| B64.decode(&r.secret_hash).ok())
+            .unwrap_or_else(|| vec![0u8; 32]);
+        let matches: bool = presented.as_slice().ct_eq(&stored).into();
+        match row {
+            Some(row) if matches => row.try_into(),
+            _ => Err(ClientError::InvalidCredentials),
+        }
+    }
+
+    /// Every client.
+    pub async fn list(&self) -> Result<Vec<Client>, ClientError> {
+        self.store
+            .list_clients()
+            .await?
+            .into_iter()
+            .map(Client::try_from)
+            .collect()
+    }
+
+    /// One client by id.
+    pub async fn get(&self, client_id: &str) -> Result<Client, ClientError> {
+        self.store
+            .find_client(client_id)
+            .await?
+            .ok_or(ClientError::NotFound)?
+            .try_into()
+    }
+
+    /// Deletes a client: its refresh tokens are revoked and its access
+    /// tokens refused from now on.
+    pub async fn delete(&self, client_id: &str) -> Result<(), ClientError> {
+        self.store
+            .delete_client(client_id, self.clock.now())
+            .await?;
+        self.refresh_view().await;
+        tracing::info!(audit = "client_deleted", client_id = %client_id, "client deleted");
+        Ok(())
+    }
+
+    async fn refresh_view(&self) {
+        if let Err(err) = self.view.reload(&self.store).await {
+            // The poller will catch up; the change itself is committed.
+            tracing::warn!(error = %err, "could not refresh the client view");
+        }
+    }
+}
+
+/// 256 random bits, base64url.
+fn generate_secret() -> Result<SecretString, ClientError> {
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    SystemRandom::new()
+        .fill(bytes.as_mut())
+        .map_err(|_| ClientError::Random)?;
+    Ok(SecretString::from(B64.encode(bytes.as_ref())))
+}
+
+fn validate_client_id(id: &str) -> Result<(), ClientError> {
+    let ok = !id.is_empty()
+        && id.chars().count() <= MAX_CLIENT_ID_CHARS
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if !ok {
+        Err(ClientError::InvalidClientId)
+    } else if id == FIRST_PARTY_CLIENT_ID {
+        Err(ClientError::ReservedClientId)
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether `scope` is a valid RFC 6749 §3.3 scope token of sane length.
+pub fn is_scope_token(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope.len() <= MAX_SCOPE_CHARS
+        && scope
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+/// Validates scope names, sorts them and removes duplicates.
+pub fn normalize_scopes(scopes: Vec<String>) -> Result<Vec<String>, ClientError> {
+    if scopes.len() > MAX_SCOPES {
+        return Err(ClientError::InvalidScope);
+    }
+    let set: BTreeSet<String> = scopes.into_iter().map(|s| s.trim().to_owned()).collect();
+    if set.iter().all(|s| is_scope_token(s)) {
+        Ok(set.into_iter().collect())
+    } else {
+        Err(ClientError::InvalidScope)
+    }
+}
+
+fn validate_audience(audience: &str) -> Result<(), ClientError> {
+    let ok = !audience.is_empty()
+        && audience.len() <= MAX_AUDIENCE_CHARS
+        && audience.bytes().all(|b| (0x21..=0x7E).contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ClientError::InvalidAudience)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids() {
+        assert!(validate_client_id("billing-service").is_ok());
+        assert!(matches!(
+            validate_client_id("first-party"),
+            Err(ClientError::ReservedClientId)
+        ));
+        for bad in ["", "a b", "a:b", "ü", &"c".repeat(65)] {
+            assert!(validate_client_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scopes_are_normalized() {
+        assert_eq!(
+            normalize_scopes(vec!["b".into(), "a:read".into(), "b".into()]).unwrap(),
+            vec!["a:read", "b"]
+        );
+        for bad in ["", "a b", "a\"b", "a\\b", "é"] {
+            assert!(normalize_scopes(vec![bad.into()]).is_err(), "{bad}");
+        }
+        assert!(normalize_scopes(vec!["x".into(); 33]).is_err());
+    }
+
+    #[test]
+    fn secrets_are_256_bits() {
+        let secret = generate_secret().unwrap();
+        assert_eq!(B64.decode(secret.expose_secret()).unwrap().len(), 32);
+        assert_ne!(
+            secret.expose_secret(),
+            generate_secret().unwrap().expose_secret()
+        );
+    }
+}

@@ -1,0 +1,521 @@
+//! The OAuth 2.0 endpoints: `POST /oauth/token` (RFC 6749), `/oauth/revoke`
+//! (RFC 7009), `/oauth/introspect` (RFC 7662), and `POST /logout`.
+//!
+//! Client authentication is `client_secret_basic` (HTTP Basic with the
+//! form-urlencoded id and secret, RFC 6749 §2.3.1) or `client_secret_post`
+//! (`client_id` and `client_secret` in the form); using both is an
+//! `invalid_request`. The Authorization header is parsed here, leniently,
+//! rather than by poem's `Basic` extractor, so every malformed header gets
+//! an RFC 6749 error instead of being ignored.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use poem::Request;
+use poem::http::header;
+use poem_openapi::auth::Basic;
+use poem_openapi::payload::{Form, Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::auth::BearerAuth;
+use super::error::{NO_CACHE, NO_STORE, OAuthError};
+use super::{ApiError, ApiTags, HttpState};
+use crate::accounts::{Client, ClientCredentials};
+use crate::token::{FIRST_PARTY_CLIENT, Introspection};
+
+/// A registered client's `client_id` and `client_secret` (HTTP Basic,
+/// `client_secret_basic`). Alternatively send them in the form body
+/// (`client_secret_post`), never both.
+#[derive(SecurityScheme)]
+#[oai(ty = "basic")]
+pub struct ClientBasicAuth(
+    #[expect(
+        dead_code,
+        reason = "documents the scheme; presented_client parses the header"
+    )]
+    Basic,
+);
+
+/// Client authentication: HTTP Basic, or the form body.
+#[derive(SecurityScheme)]
+pub enum ClientAuth {
+    /// HTTP Basic.
+    Basic(
+        #[expect(
+            dead_code,
+            reason = "documents the scheme; presented_client parses the header"
+        )]
+        ClientBasicAuth,
+    ),
+    /// Credentials in the form body (or none, for a first-party refresh).
+    #[oai(fallback)]
+    Body,
+}
+
+/// A token request (RFC 6749 §4.4 and §6), form-encoded.
+#[derive(Object, Deserialize)]
+pub struct TokenForm {
+    /// `client_credentials` or `refresh_token`.
+    #[serde(default)]
+    pub grant_type: String,
+    /// For `grant_type=refresh_token`: the refresh token to exchange. It is
+    /// spent; use the new one returned.
+    pub refresh_token: Option<String>,
+    /// Space-separated scopes, a subset of what the client (or the refresh
+    /// token) may have. Omitted: all of them.
+    pub scope: Option<String>,
+    /// `client_secret_post`: the client id. Not needed for a first-party
+    /// refresh token (from `/login`).
+    pub client_id: Option<String>,
+    /// `client_secret_post`: the client secret.
+    #[oai(write_only)]
+    pub client_secret: Option<String>,
+}
+
+/// A revocation or introspection request (RFC 7009 §2.1, RFC 7662 §2.1).
+#[derive(Object, Deserialize)]
+pub struct TokenQueryForm {
+    /// The access token or refresh token.
+    #[serde(default)]
+    pub token: String,
+    /// `access_token` or `refresh_token`. Optional and not needed: the
+    /// token's form tells them apart.
+    pub token_type_hint: Option<String>,
+    /// `client_secret_post`: the client id.
+    pub client_id: Option<String>,
+    /// `client_secret_post`: the client secret.
+    #[oai(write_only)]
+    pub client_secret: Option<String>,
+}
+
+/// Issued tokens (RFC 6749 §5.1).
+#[derive(Debug, Object)]
+pub struct GrantBody {
+    /// Signed JWT access token (`typ: at+jwt`).
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Access token lifetime in seconds.
+    pub expires_in: u64,
+    /// The new refresh token (`refresh_token` grant only).
+    #[oai(skip_serializing_if_is_none)]
+    pub refresh_token: Option<String>,
+    /// The granted scope, space-separated.
+    pub scope: String,
+}
+
+/// What a token is, if it is valid now (RFC 7662 §2.2).
+#[derive(Debug, Default, Object)]
+pub struct IntrospectionBody {
+    /// Whether the token is valid now. When `false`, nothing else is said.
+    pub active: bool,
+    /// `access_token` or `refresh_token`.
+    #[oai(skip_serializing_if_is_none)]
+    pub token_use: Option<String>,
+    /// `Bearer`, for access tokens.
+    #[oai(skip_serializing_if_is_none)]
+    pub token_type: Option<String>,
+    /// User id, or the client id for client tokens.
+    #[oai(skip_serializing_if_is_none)]
+    pub sub: Option<String>,
+    /// The client the token was issued to (`first-party` for `/login`).
+    #[oai(skip_serializing_if_is_none)]
+    pub client_id: Option<String>,
+    /// The user's name (user tokens).
+    #[oai(skip_serializing_if_is_none)]
+    pub username: Option<String>,
+    /// Space-separated scopes.
+    #[oai(skip_serializing_if_is_none)]
+    pub scope: Option<String>,
+    /// Roles (access tokens).
+    #[oai(skip_serializing_if_is_none)]
+    pub roles: Option<Vec<String>>,
+    /// Expiry (Unix seconds).
+    #[oai(skip_serializing_if_is_none)]
+    pub exp: Option<i64>,
+    /// Issue time (Unix seconds).
+    #[oai(skip_serializing_if_is_none)]
+    pub iat: Option<i64>,
+    /// Not before (Unix seconds; access tokens).
+    #[oai(skip_serializing_if_is_none)]
+    pub nbf: Option<i64>,
+    /// Issuer.
+    #[oai(skip_serializing_if_is_none)]
+    pub iss: Option<String>,
+    /// Audience (access tokens).
+    #[oai(skip_serializing_if_is_none)]
+    pub aud: Option<String>,
+    /// Token id (access tokens).
+    #[oai(skip_serializing_if_is_none)]
+    pub jti: Option<String>,
+}
+
+#[derive(ApiResponse)]
+pub enum TokenResponse {
+    /// Tokens issued.
+    #[oai(status = 200)]
+    Ok(
+        Json<GrantBody>,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+    ),
+}
+
+#[derive(ApiResponse)]
+pub enum RevokeResponse {
+    /// Revoked, or nothing to revoke (unknown, invalid or expired token, or
+    /// one issued to another client): RFC 7009 answers 200 either way.
+    #[oai(status = 200)]
+    Ok(
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+    ),
+}
+
+#[derive(ApiResponse)]
+pub enum IntrospectResponse {
+    /// The token's state.
+    #[oai(status = 200)]
+    Ok(
+        Json<IntrospectionBody>,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+    ),
+}
+
+#[derive(ApiResponse)]
+pub enum LogoutResponse {
+    /// Logged out: this access token and its refresh tokens are revoked.
+    #[oai(status = 204)]
+    Done,
+}
+
+/// Client credentials as presented, before checking them.
+enum Presented {
+    /// No client credentials.
+    Nothing,
+    /// `client_id=first-party` without a secret: the public first-party
+    /// client (refreshing a `/login` token).
+    FirstParty,
+    /// An id and a secret to check.
+    Secret(ClientCredentials),
+}
+
+/// Decodes `application/x-www-form-urlencoded` text (`+` is a space).
+fn form_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// RFC 6749 §2.3.1: `Basic base64(urlencode(id) ":" urlencode(secret))`.
+fn parse_basic(value: &header::HeaderValue) -> Option<ClientCredentials> {
+    let value = value.to_str().ok()?.trim();
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let encoded = encoded.trim();
+    let decoded = STANDARD
+        .decode(encoded)
+        .or_else(|_| STANDARD_NO_PAD.decode(encoded))
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    let id = form_decode(id)?;
+    if id.is_empty() {
+        return None;
+    }
+    Some(ClientCredentials {
+        id,
+        secret: SecretString::from(form_decode(secret)?),
+    })
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.is_empty())
+}
+
+/// Which client credentials the request carries (RFC 6749 §2.3.1: at
+/// most one method).
+fn presented_client(
+    req: &Request,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+) -> Result<Presented, OAuthError> {
+    let client_id = non_empty(client_id);
+    let client_secret = non_empty(client_secret);
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let basic = parse_basic(value).ok_or_else(|| {
+            OAuthError::invalid_client(
+                "the Authorization header is not valid HTTP Basic client authentication",
+            )
+        })?;
+        if client_secret.is_some() {
+            return Err(OAuthError::invalid_request(
+                "use one client authentication method: HTTP Basic or client_secret in the body, not both",
+            ));
+        }
+        if client_id.as_ref().is_some_and(|id| *id != basic.id) {
+            return Err(OAuthError::invalid_request(
+                "client_id in the body differs from the HTTP Basic client",
+            ));
+        }
+        return Ok(Presented::Secret(basic));
+    }
+    match (client_id, client_secret) {
+        (None, None) => Ok(Presented::Nothing),
+        (Some(id), None) if id == FIRST_PARTY_CLIENT => Ok(Presented::FirstParty),
+        (Some(_), None) => Err(OAuthError::invalid_client("client_secret is required")),
+        (None, Some(_)) => Err(OAuthError::invalid_request(
+            "client_secret was sent without client_id",
+        )),
+        (Some(id), Some(secret)) => Ok(Presented::Secret(ClientCredentials {
+            id,
+            secret: SecretString::from(secret),
+        })),
+    }
+}
+
+pub struct OAuthApi {
+    state: Arc<HttpState>,
+}
+
+impl OAuthApi {
+    pub fn new(state: Arc<HttpState>) -> Self {
+        Self { state }
+    }
+
+    /// Authenticates the client if credentials were presented.
+    async fn client(&self, presented: Presented) -> Result<Option<Client>, OAuthError> {
+        match presented {
+            Presented::Secret(credentials) => {
+                Ok(Some(self.state.clients.authenticate(&credentials).await?))
+            }
+            Presented::Nothing | Presented::FirstParty => Ok(None),
+        }
+    }
+
+    /// Requires an authenticated registered client.
+    async fn required_client(
+        &self,
+        req: &Request,
+        client_id: Option<String>,
+        client_secret: Option<String>,
+    ) -> Result<Client, OAuthError> {
+        let presented = presented_client(req, client_id, client_secret)?;
+        self.client(presented)
+            .await?
+            .ok_or_else(|| OAuthError::invalid_client("client authentication is required"))
+    }
+}
+
+#[OpenApi(tag = "ApiTags::OAuth")]
+impl OAuthApi {
+    /// OAuth 2.0 token endpoint (RFC 6749).
+    ///
+    /// - `grant_type=client_credentials`: a token for a registered client
+    ///   itself. Authenticate with HTTP Basic or `client_id` +
+    ///   `client_secret` in the form; `scope` may narrow the client's allowed
+    ///   scopes. No refresh token.
+    /// - `grant_type=refresh_token`: exchange a refresh token for a new
+    ///   access token and a new refresh token; the old one is spent, and
+    ///   presenting a spent one revokes its whole family. Refresh tokens
+    ///   from `/login` need no client authentication.
+    ///
+    /// Errors follow RFC 6749 §5.2. Every response carries
+    /// `Cache-Control: no-store`.
+    #[oai(path = "/oauth/token", method = "post")]
+    async fn token(
+        &self,
+        req: &Request,
+        _auth: ClientAuth,
+        form: Form<TokenForm>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let Form(form) = form;
+        let presented = presented_client(req, form.client_id, form.client_secret)?;
+        let client = self.client(presented).await?;
+        let scope = form.scope.as_deref();
+        let issued = match form.grant_type.as_str() {
+            "" => return Err(OAuthError::invalid_request("grant_type is required")),
+            "client_credentials" => {
+                let client = client.ok_or_else(|| {
+                    OAuthError::invalid_client(
+                        "client authentication is required for the client_credentials grant",
+                    )
+                })?;
+                let issued = self.state.tokens.client_credentials(&client, scope).await?;
+                self.state.metrics.token_issued("client_credentials");
+                issued
+            }
+            "refresh_token" => {
+                let token = non_empty(form.refresh_token)
+                    .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+                let issued = self
+                    .state
+                    .tokens
+                    .refresh(&token, client.as_ref(), scope)
+                    .await?;
+                self.state.metrics.token_issued("refresh_token");
+                issued
+            }
+            _ => {
+                return Err(OAuthError::unsupported_grant_type(
+                    "supported grant types: client_credentials, refresh_token",
+                ));
+            }
+        };
+        Ok(TokenResponse::Ok(
+            Json(GrantBody {
+                access_token: issued.access_token,
+                token_type: "Bearer".into(),
+                expires_in: issued.expires_in,
+                refresh_token: issued.refresh_token,
+                scope: issued.scope,
+            }),
+            NO_STORE.into(),
+            NO_CACHE.into(),
+        ))
+    }
+
+    /// Token revocation (RFC 7009), by the client the token was issued to.
+    ///
+    /// A refresh token revokes its whole family and the access tokens issued
+    /// with it; an access token is refused by keyturn (its routes and
+    /// introspection) until it expires. Unknown, invalid and expired tokens,
+    /// and tokens of other clients, including first-party tokens from
+    /// `/login` (use `POST /logout` for those), are left alone with 200.
+    #[oai(path = "/oauth/revoke", method = "post")]
+    async fn revoke(
+        &self,
+        req: &Request,
+        _auth: ClientAuth,
+        form: Form<TokenQueryForm>,
+    ) -> Result<RevokeResponse, OAuthError> {
+        let Form(form) = form;
+        let client = self
+            .required_client(req, form.client_id, form.client_secret)
+            .await?;
+        if form.token.is_empty() {
+            return Err(OAuthError::invalid_request("token is required"));
+        }
+        self.state.tokens.revoke(&form.token, &client).await?;
+        Ok(RevokeResponse::Ok(NO_STORE.into(), NO_CACHE.into()))
+    }
+
+    /// Token introspection (RFC 7662), for any registered client.
+    ///
+    /// Answers `{"active": false}` for anything not valid now: expired,
+    /// revoked, unknown, badly signed, signed by an unknown key, or garbage.
+    /// Works for access tokens (of any audience) and refresh tokens.
+    #[oai(path = "/oauth/introspect", method = "post")]
+    async fn introspect(
+        &self,
+        req: &Request,
+        _auth: ClientAuth,
+        form: Form<TokenQueryForm>,
+    ) -> Result<IntrospectResponse, OAuthError> {
+        let Form(form) = form;
+        self.required_client(req, form.client_id, form.client_secret)
+            .await?;
+        if form.token.is_empty() {
+            return Err(OAuthError::invalid_request("token is required"));
+        }
+        let body = match self.state.tokens.introspect(&form.token).await? {
+            Introspection::Inactive => IntrospectionBody::default(),
+            Introspection::Access(claims) => IntrospectionBody {
+                active: true,
+                token_use: Some("access_token".into()),
+                token_type: Some("Bearer".into()),
+                sub: Some(claims.sub),
+                client_id: Some(claims.client_id),
+                username: claims.username,
+                scope: Some(claims.scope),
+                roles: Some(claims.roles),
+                exp: Some(claims.exp),
+                iat: Some(claims.iat),
+                nbf: Some(claims.nbf),
+                iss: Some(claims.iss),
+                aud: Some(claims.aud),
+                jti: Some(claims.jti),
+            },
+            Introspection::Refresh {
+                sub,
+                username,
+                client_id,
+                scope,
+                exp,
+                iat,
+            } => IntrospectionBody {
+                active: true,
+                token_use: Some("refresh_token".into()),
+                sub: Some(sub),
+                client_id: Some(client_id),
+                username: Some(username),
+                scope: Some(scope),
+                exp: Some(exp),
+                iat: Some(iat),
+                iss: Some(self.state.issuer.clone()),
+                ..IntrospectionBody::default()
+            },
+        };
+        Ok(IntrospectResponse::Ok(
+            Json(body),
+            NO_STORE.into(),
+            NO_CACHE.into(),
+        ))
+    }
+
+    /// Log out: revokes this access token and the refresh token family it
+    /// was issued with. Other sessions of the user stay logged in.
+    #[oai(path = "/logout", method = "post", tag = "ApiTags::Auth")]
+    async fn logout(&self, auth: BearerAuth) -> Result<LogoutResponse, ApiError> {
+        let claims = auth.claims(&self.state.tokens)?;
+        self.state.tokens.logout(&claims).await?;
+        Ok(LogoutResponse::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret as _;
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        let encode = |s: &str| {
+            header::HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(s))).unwrap()
+        };
+        let c = parse_basic(&encode("my%20client:s%3Acret+x")).unwrap();
+        assert_eq!(c.id, "my client");
+        assert_eq!(c.secret.expose_secret(), "s:cret x");
+        let c = parse_basic(&encode("svc:a:b")).unwrap();
+        assert_eq!(c.secret.expose_secret(), "a:b");
+        assert!(parse_basic(&encode("no-colon")).is_none());
+        assert!(parse_basic(&encode(":secret")).is_none());
+        assert!(parse_basic(&encode("bad%zz:x")).is_none());
+        assert!(parse_basic(&header::HeaderValue::from_static("Basic !!!")).is_none());
+        assert!(parse_basic(&header::HeaderValue::from_static("Bearer abc")).is_none());
+        let lower =
+            header::HeaderValue::from_str(&format!("basic {}", STANDARD_NO_PAD.encode("a:b")))
+                .unwrap();
+        assert_eq!(parse_basic(&lower).unwrap().id, "a");
+    }
+}

@@ -1,0 +1,472 @@
+//! The OAuth 2.0 operations on tokens: the `refresh_token` grant with
+//! rotation and reuse detection, the `client_credentials` grant, revocation
+//! (RFC 7009), introspection (RFC 7662) and logout.
+//!
+//! Client authentication happens before these are called (see
+//! `accounts::Clients::authenticate`); they receive the authenticated
+//! client, if any.
+
+use std::collections::BTreeSet;
+
+use super::{
+    AccessClaims, FIRST_PARTY_CLIENT, IssuedTokens, RefreshTokenRow, TokenError, Tokens,
+    hash_refresh_token, random_token, secs,
+};
+use crate::accounts::{Client, GrantType, is_scope_token};
+use crate::store::{RefreshTokenState, RevokedJti, StoreError, UserRow};
+
+/// Why a grant failed; the variants are RFC 6749 §5.2's error codes. The
+/// display text is safe to return to clients.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    /// `invalid_grant`: the refresh token is unknown, spent, revoked,
+    /// expired, issued to another client, or its user can no longer use it.
+    #[error("{0}")]
+    InvalidGrant(&'static str),
+    /// `invalid_client`: the grant needs client authentication and none
+    /// was sent.
+    #[error("client authentication is required for this refresh token")]
+    ClientAuthenticationRequired,
+    /// `unauthorized_client`: the client may not use this grant type.
+    #[error("this client is not allowed to use the {0} grant")]
+    UnauthorizedClient(GrantType),
+    /// `invalid_scope`: malformed, or beyond what may be granted.
+    #[error("{0}")]
+    InvalidScope(&'static str),
+    /// Issuing failed (no signing key, signing error).
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What introspection (RFC 7662) found.
+#[derive(Debug, Clone)]
+pub enum Introspection {
+    /// Not a token that is valid now (expired, revoked, unknown, forged,
+    /// garbage): `{"active": false}` and nothing more.
+    Inactive,
+    /// A valid access token.
+    Access(AccessClaims),
+    /// A live refresh token (unspent, unrevoked, unexpired, user active).
+    Refresh {
+        /// The user's id.
+        sub: String,
+        /// The user's name.
+        username: String,
+        /// The client it was issued to.
+        client_id: String,
+        /// The scope it can grant.
+        scope: String,
+        /// Expiry.
+        exp: i64,
+        /// Issue time.
+        iat: i64,
+    },
+}
+
+/// The two kinds of token the endpoints accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenKind {
+    /// A JWT access token.
+    Access,
+    /// An opaque refresh token.
+    Refresh,
+}
+
+impl TokenKind {
+    /// Access tokens are JWS compact (three dot-separated parts); refresh
+    /// tokens are base64url without dots, so the form decides, not the hint.
+    fn of(token: &str) -> Self {
+        if token.contains('.') {
+            Self::Access
+        } else {
+            Self::Refresh
+        }
+    }
+}
+
+/// Parses a requested `scope` against what may be granted. An absent or
+/// empty parameter means everything allowed (RFC 6749 §3.1: parameters
+/// without a value are treated as omitted). Returns the sorted,
+/// space-separated scope.
+fn grant_scope(requested: Option<&str>, allowed: &BTreeSet<&str>) -> Result<String, GrantError> {
+    let requested = requested.map(str::trim).filter(|s| !s.is_empty());
+    let Some(requested) = requested else {
+        return Ok(allowed.iter().copied().collect::<Vec<_>>().join(" "));
+    };
+    let mut granted = BTreeSet::new();
+    for scope in requested.split(' ').filter(|s| !s.is_empty()) {
+        if !is_scope_token(scope) {
+            return Err(GrantError::InvalidScope("the scope parameter is malformed"));
+        }
+        if !allowed.contains(scope) {
+            return Err(GrantError::InvalidScope(
+                "the requested scope exceeds what this client or token may be granted",
+            ));
+        }
+        granted.insert(scope);
+    }
+    Ok(granted.into_iter().collect::<Vec<_>>().join(" "))
+}
+
+impl Tokens {
+    /// The revoked-`jti` view (kept current by the poller in `app`).
+    pub fn revocations(&self) -> &super::RevocationView {
+        &self.revocations
+    }
+
+    /// Tokens whose `exp` is at or before this are refused as expired, so
+    /// their revocation entries can go.
+    fn revocation_cutoff(&self) -> i64 {
+        self.clock.now() - secs(self.policy.leeway) - 1
+    }
+
+    /// Reloads the revocation view from the store.
+    pub async fn reload_revocations(&self) -> Result<(), StoreError> {
+        self.revocations
+            .reload(&self.store, self.revocation_cutoff())
+            .await
+    }
+
+    /// Forgets revocations of tokens that have expired, in memory and in
+    /// the store. Returns how many rows the store dropped.
+    pub async fn prune_revocations(&self) -> Result<u64, StoreError> {
+        let cutoff = self.revocation_cutoff();
+        self.revocations.prune(cutoff);
+        self.store.delete_expired_revocations(cutoff).await
+    }
+
+    /// `grant_type=client_credentials`: a token for the client itself
+    /// (`sub` = `client_id` = the client id, no user, no roles, no refresh
+    /// token), scoped to `scope` if given, else to everything it may have.
+    pub async fn client_credentials(
+        &self,
+        client: &Client,
+        scope: Option<&str>,
+    ) -> Result<IssuedTokens, GrantError> {
+        if !client.allows(GrantType::ClientCredentials) {
+            return Err(GrantError::UnauthorizedClient(GrantType::ClientCredentials));
+        }
+        let allowed: BTreeSet<&str> = client.scopes.iter().map(String::as_str).collect();
+        let scope = grant_scope(scope, &allowed)?;
+        let now = self.clock.now();
+        let claims = AccessClaims {
+            iss: self.policy.issuer.clone(),
+            sub: client.id.clone(),
+            aud: client
+                .audience
+                .clone()
+                .unwrap_or_else(|| self.policy.audience.clone()),
+            exp: now + secs(self.policy.access_ttl),
+            iat: now,
+            nbf: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            client_id: client.id.clone(),
+            scope,
+            roles: Vec::new(),
+            username: None,
+        };
+        let access_token = self.sign(&claims)?;
+        tracing::info!(audit = "token_issued", grant = "client_credentials", client_id = %client.id, jti = %claims.jti, "client token issued");
+        Ok(IssuedTokens {
+            access_token,
+            expires_in: self.policy.access_ttl.as_secs(),
+            refresh_token: None,
+            scope: claims.scope,
+        })
+    }
+
+    /// `grant_type=refresh_token`: spends the refresh token and returns a
+    /// new access token and a new refresh token of the same family.
+    ///
+    /// A spent or revoked token revokes its whole family, including the
+    /// newest member and the access tokens issued with them (reuse
+    /// detection). Roles are read from the user again; a deleted or disabled
+    /// user, or one whose tokens were revoked, gets `invalid_grant`.
+    /// First-party tokens (from `/login`) need no client authentication; a
+    /// registered client's tokens need that client's.
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        client: Option<&Client>,
+        scope: Option<&str>,
+    ) -> Result<IssuedTokens, GrantError> {
+        const UNKNOWN: &str = "the refresh token is invalid";
+        if let Some(client) = client
+            && !client.allows(GrantType::RefreshToken)
+        {
+            return Err(GrantError::UnauthorizedClient(GrantType::RefreshToken));
+        }
+        if refresh_token.is_empty() || refresh_token.len() > super::MAX_TOKEN_BYTES {
+            return Err(GrantError::InvalidGrant(UNKNOWN));
+        }
+        let presented = hash_refresh_token(refresh_token);
+        let Some(RefreshTokenState {
+            row,
+            used_at,
+            revoked_at,
+        }) = self.store.find_refresh_token(&presented).await?
+        else {
+            return Err(GrantError::InvalidGrant(UNKNOWN));
+        };
+        if used_at.is_some() || revoked_at.is_some() {
+            self.revoke_family_after_reuse(&row).await?;
+            return Err(GrantError::InvalidGrant(
+                "the refresh token was already used or has been revoked; its whole family is now revoked",
+            ));
+        }
+        match client {
+            _ if row.client_id == FIRST_PARTY_CLIENT && client.is_some() => {
+                return Err(GrantError::InvalidGrant(
+                    "the refresh token was not issued to this client",
+                ));
+            }
+            _ if row.client_id == FIRST_PARTY_CLIENT => {}
+            None => return Err(GrantError::ClientAuthenticationRequired),
+            Some(client) if client.id != row.client_id => {
+                return Err(GrantError::InvalidGrant(
+                    "the refresh token was not issued to this client",
+                ));
+            }
+            Some(_) => {}
+        }
+        let now = self.clock.now();
+        if row.expires_at <= now {
+            return Err(GrantError::InvalidGrant("the refresh token has expired"));
+        }
+        let user = self.live_user(&row).await?.ok_or(GrantError::InvalidGrant(
+            "the refresh token's user no longer exists, is disabled or has had their tokens revoked",
+        ))?;
+        let allowed: BTreeSet<&str> = row.scope.split(' ').filter(|s| !s.is_empty()).collect();
+        let scope = grant_scope(scope, &allowed)?;
+
+        let claims = AccessClaims {
+            iss: self.policy.issuer.clone(),
+            sub: user.id.clone(),
+            aud: match client.and_then(|c| c.audience.clone()) {
+                Some(audience) => audience,
+                None => self.policy.audience.clone(),
+            },
+            exp: now + secs(self.policy.access_ttl),
+            iat: now,
+            nbf: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            client_id: row.client_id.clone(),
+            scope,
+            roles: user.roles.clone(),
+            username: Some(user.username.clone()),
+        };
+        let access_token = self.sign(&claims)?;
+        let new_refresh = random_token()?;
+        let child = RefreshTokenRow {
+            token_hash: hash_refresh_token(&new_refresh),
+            family_id: row.family_id.clone(),
+            user_id: row.user_id.clone(),
+            client_id: row.client_id.clone(),
+            // The new refresh token can grant what the old one could
+            // (RFC 6749 §6), even when this access token is narrower.
+            scope: row.scope.clone(),
+            access_jti: claims.jti.clone(),
+            issued_at: now,
+            expires_at: now + secs(self.policy.refresh_ttl),
+        };
+        if !self
+            .store
+            .rotate_refresh_token(&presented, now, &child)
+            .await?
+        {
+            // Another request spent it between our read and our update.
+            self.revoke_family_after_reuse(&row).await?;
+            return Err(GrantError::InvalidGrant(
+                "the refresh token was already used or has been revoked; its whole family is now revoked",
+            ));
+        }
+        tracing::info!(audit = "token_issued", grant = "refresh_token", user_id = %user.id, client_id = %row.client_id, family_id = %row.family_id, jti = %claims.jti, "refresh token rotated");
+        Ok(IssuedTokens {
+            access_token,
+            expires_in: self.policy.access_ttl.as_secs(),
+            refresh_token: Some(new_refresh),
+            scope: claims.scope,
+        })
+    }
+
+    /// The refresh token's user, if they may still use it.
+    async fn live_user(&self, row: &RefreshTokenRow) -> Result<Option<UserRow>, GrantError> {
+        let Some(user_id) = &row.user_id else {
+            return Ok(None);
+        };
+        let user = self.store.find_user_by_id(user_id).await?;
+        Ok(user.filter(|u| !u.disabled && row.issued_at > u.tokens_valid_after))
+    }
+
+    async fn revoke_family_after_reuse(&self, row: &RefreshTokenRow) -> Result<(), GrantError> {
+        tracing::warn!(audit = "refresh_token_reuse", family_id = %row.family_id, client_id = %row.client_id, user_id = ?row.user_id, "spent or revoked refresh token presented; family revoked");
+        self.revoke_family(&row.family_id).await
+    }
+
+    /// Revokes a refresh family and the access tokens issued with it, in
+    /// the store and at once in this instance's view.
+    async fn revoke_family(&self, family_id: &str) -> Result<(), GrantError> {
+        let revoked = self
+            .store
+            .revoke_refresh_family(
+                family_id,
+                self.clock.now(),
+                secs(self.policy.access_ttl),
+                self.revocation_cutoff(),
+            )
+            .await?;
+        self.revocations.add(&revoked);
+        Ok(())
+    }
+
+    async fn revoke_jti(&self, jti: &str, exp: i64) -> Result<(), GrantError> {
+        let entry = RevokedJti {
+            jti: jti.to_owned(),
+            expires_at: exp,
+        };
+        self.store
+            .revoke_access_token(&entry, self.clock.now())
+            .await?;
+        self.revocations.add(std::slice::from_ref(&entry));
+        Ok(())
+    }
+
+    /// RFC 7009 revocation by an authenticated client. A refresh token
+    /// revokes its family; an access token goes on the revocation list until
+    /// it expires. Unknown, invalid and expired tokens, and tokens issued to
+    /// another client (first-party ones included), are left alone: the
+    /// endpoint answers 200 either way. Returns whether anything changed.
+    pub async fn revoke(&self, token: &str, client: &Client) -> Result<bool, GrantError> {
+        if token.is_empty() || token.len() > super::MAX_TOKEN_BYTES {
+            return Ok(false);
+        }
+        match TokenKind::of(token) {
+            TokenKind::Refresh => {
+                let Some(state) = self
+                    .store
+                    .find_refresh_token(&hash_refresh_token(token))
+                    .await?
+                else {
+                    return Ok(false);
+                };
+                if state.row.client_id != client.id {
+                    return Ok(false);
+                }
+                self.revoke_family(&state.row.family_id).await?;
+                tracing::info!(audit = "token_revoked", kind = "refresh", client_id = %client.id, family_id = %state.row.family_id, "refresh family revoked");
+                Ok(true)
+            }
+            TokenKind::Access => {
+                // Signature and issuer must check out; status need not.
+                let Ok(claims) = self.verify(token, false) else {
+                    return Ok(false);
+                };
+                if claims.client_id != client.id {
+                    return Ok(false);
+                }
+                self.revoke_jti(&claims.jti, claims.exp).await?;
+                tracing::info!(audit = "token_revoked", kind = "access", client_id = %client.id, jti = %claims.jti, "access token revoked");
+                Ok(true)
+            }
+        }
+    }
+
+    /// RFC 7662 introspection: what the token is, if it is valid now.
+    /// Access tokens are checked against the in-memory views only (any
+    /// audience); refresh tokens are looked up in the store.
+    pub async fn introspect(&self, token: &str) -> Result<Introspection, GrantError> {
+        if token.is_empty() || token.len() > super::MAX_TOKEN_BYTES {
+            return Ok(Introspection::Inactive);
+        }
+        match TokenKind::of(token) {
+            TokenKind::Access => Ok(self
+                .validate_any_audience(token)
+                .map_or(Introspection::Inactive, Introspection::Access)),
+            TokenKind::Refresh => {
+                let Some(state) = self
+                    .store
+                    .find_refresh_token(&hash_refresh_token(token))
+                    .await?
+                else {
+                    return Ok(Introspection::Inactive);
+                };
+                let row = state.row;
+                let live = state.used_at.is_none()
+                    && state.revoked_at.is_none()
+                    && row.expires_at > self.clock.now();
+                if !live {
+                    return Ok(Introspection::Inactive);
+                }
+                if row.client_id != FIRST_PARTY_CLIENT
+                    && !self.clients.accepts(
+                        &row.client_id,
+                        row.issued_at,
+                        secs(self.policy.leeway),
+                    )
+                {
+                    return Ok(Introspection::Inactive);
+                }
+                let Some(user) = self.live_user(&row).await? else {
+                    return Ok(Introspection::Inactive);
+                };
+                Ok(Introspection::Refresh {
+                    sub: user.id,
+                    username: user.username,
+                    client_id: row.client_id,
+                    scope: row.scope,
+                    exp: row.expires_at,
+                    iat: row.issued_at,
+                })
+            }
+        }
+    }
+
+    /// Logout: revokes this (validated) access token and the refresh family
+    /// it was issued with, if any.
+    pub async fn logout(&self, claims: &AccessClaims) -> Result<(), GrantError> {
+        self.revoke_jti(&claims.jti, claims.exp).await?;
+        if let Some(family) = self.store.refresh_family_of(&claims.jti).await? {
+            self.revoke_family(&family).await?;
+        }
+        tracing::info!(audit = "logout", sub = %claims.sub, client_id = %claims.client_id, jti = %claims.jti, "logged out");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_narrow_within_what_is_allowed() {
+        let allowed: BTreeSet<&str> = ["read", "write"].into_iter().collect();
+        assert_eq!(grant_scope(None, &allowed).unwrap(), "read write");
+        assert_eq!(grant_scope(Some(""), &allowed).unwrap(), "read write");
+        assert_eq!(
+            grant_scope(Some("write read"), &allowed).unwrap(),
+            "read write"
+        );
+        assert_eq!(
+            grant_scope(Some("write  write"), &allowed).unwrap(),
+            "write"
+        );
+        assert!(matches!(
+            grant_scope(Some("read admin"), &allowed),
+            Err(GrantError::InvalidScope(_))
+        ));
+        assert!(matches!(
+            grant_scope(Some("re\"ad"), &allowed),
+            Err(GrantError::InvalidScope(_))
+        ));
+        assert_eq!(grant_scope(None, &BTreeSet::new()).unwrap(), "");
+    }
+
+    #[test]
+    fn token_kind_by_form() {
+        assert_eq!(TokenKind::of("a.b.c"), TokenKind::Access);
+        assert_eq!(TokenKind::of("abcDEF-_"), TokenKind::Refresh);
+    }
+}
