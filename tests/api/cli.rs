@@ -163,3 +163,54 @@ async fn serve_refuses_a_bad_setting_with_one_line() {
     assert!(stderr.contains("KEYTURN_SIGNING_ALG"), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }
+
+// Multi-threaded: the CLI (a blocking child process) calls back into the
+// server, which must keep serving on another worker meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_token_verify_uses_discovery_and_the_verifier() {
+    // The issuer must be the server's real URL for discovery to match.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let bind = format!("127.0.0.1:{port}");
+    let app = crate::helpers::spawn_app_clocked(
+        &[("KEYTURN_BIND", &bind), ("KEYTURN_ISSUER", &base)],
+        keyturn::clock::ManualClock::following_system(),
+    )
+    .await;
+    let token = app.user_token("alice", &["admin"]).await;
+
+    let out = app.cli(&["token", "verify", &token, "--issuer", &base], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let claims: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(claims["username"], "alice");
+    assert_eq!(claims["iss"], base.as_str());
+
+    let out = app.cli(
+        &[
+            "token",
+            "verify",
+            &token,
+            "--issuer",
+            &base,
+            "--audience",
+            "billing",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("token rejected") && stderr.contains("audience"),
+        "{stderr}"
+    );
+
+    let mut tampered = token.clone();
+    tampered.push('A');
+    let out = app.cli(&["token", "verify", &tampered, "--issuer", &base], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr).trim_end().lines().count(), 1);
+}
