@@ -71,15 +71,11 @@ async fn admin_manages_users() {
     let app = spawn_app().await;
     let admin = app.user_token("root", &["admin"]).await;
     let post = |body: Value| {
-        app.client
-            .post(app.url("/admin/users"))
-            .bearer_auth(&admin)
-            .json(&body)
-            .send()
+        let (app, admin) = (&app, &admin);
+        async move { app.post_json("/admin/users", admin, &body).await }
     };
-    let response = post(json!({"username": "bob", "password": PASSWORD, "roles": ["reports"]}))
-        .await
-        .unwrap();
+    let response =
+        post(json!({"username": "bob", "password": PASSWORD, "roles": ["reports"]})).await;
     assert_eq!(response.status(), 201);
     let created: Value = response.json().await.unwrap();
     assert_eq!(created["username"], "bob");
@@ -87,9 +83,7 @@ async fn admin_manages_users() {
     assert_eq!(created["disabled"], false);
     assert!(created.get("password").is_none() && created.get("password_hash").is_none());
 
-    let response = post(json!({"username": "bob", "password": PASSWORD}))
-        .await
-        .unwrap();
+    let response = post(json!({"username": "bob", "password": PASSWORD})).await;
     assert_eq!(response.status(), 409);
     assert_eq!(error_code(response).await, "conflict");
 
@@ -100,7 +94,7 @@ async fn admin_manages_users() {
         json!({"username": "carol", "password": PASSWORD, "roles": ["Not A Role"]}),
         json!({"username": "carol"}),
     ] {
-        let response = post(bad.clone()).await.unwrap();
+        let response = post(bad.clone()).await;
         assert_eq!(response.status(), 400, "{bad}");
         assert_eq!(error_code(response).await, "invalid_request");
     }
@@ -125,13 +119,12 @@ async fn admin_manages_users() {
 
     // Role change shows up in the next token.
     let response = app
-        .client
-        .patch(app.url("/admin/users/bob"))
-        .bearer_auth(&admin)
-        .json(&json!({"roles": ["admin", "reports"]}))
-        .send()
-        .await
-        .unwrap();
+        .patch_json(
+            "/admin/users/bob",
+            &admin,
+            &json!({"roles": ["admin", "reports"]}),
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let bob = app.token("bob").await;
     let profile: Value = app.get("/profile", Some(&bob)).await.json().await.unwrap();
@@ -139,41 +132,19 @@ async fn admin_manages_users() {
 
     // Unknown users are 404 for patch and delete.
     let response = app
-        .client
-        .patch(app.url("/admin/users/nobody"))
-        .bearer_auth(&admin)
-        .json(&json!({"disabled": true}))
-        .send()
-        .await
-        .unwrap();
+        .patch_json("/admin/users/nobody", &admin, &json!({"disabled": true}))
+        .await;
     assert_eq!(response.status(), 404);
     assert_eq!(error_code(response).await, "not_found");
 
     // Disable, then delete.
     let response = app
-        .client
-        .patch(app.url("/admin/users/bob"))
-        .bearer_auth(&admin)
-        .json(&json!({"disabled": true}))
-        .send()
-        .await
-        .unwrap();
+        .patch_json("/admin/users/bob", &admin, &json!({"disabled": true}))
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(app.login("bob", PASSWORD).await.status(), 401);
-    let response = app
-        .client
-        .delete(app.url("/admin/users/bob"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let response = app.delete("/admin/users/bob", &admin).await;
     assert_eq!(response.status(), 204);
-    let response = app
-        .client
-        .delete(app.url("/admin/users/bob"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let response = app.delete("/admin/users/bob", &admin).await;
     assert_eq!(response.status(), 404);
 }

@@ -169,18 +169,8 @@ async fn serve_refuses_a_bad_setting_with_one_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_token_verify_uses_discovery_and_the_verifier() {
     // The issuer must be the server's real URL for discovery to match.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let bind = format!("127.0.0.1:{port}");
-    let app = crate::helpers::spawn_app_clocked(
-        &[("KEYTURN_BIND", &bind), ("KEYTURN_ISSUER", &base)],
-        keyturn::clock::ManualClock::following_system(),
-    )
-    .await;
+    let app = crate::helpers::spawn_app_at_own_issuer(&[]).await;
+    let base = app.base.clone();
     let token = app.user_token("alice", &["admin"]).await;
 
     let out = app.cli(&["token", "verify", &token, "--issuer", &base], None);

@@ -184,6 +184,45 @@ impl TestApp {
         self.token(name).await
     }
 
+    /// `POST path` with a bearer token and no body.
+    pub async fn post(&self, path: &str, token: &str) -> reqwest::Response {
+        self.send(reqwest::Method::POST, path, token, None).await
+    }
+
+    /// `POST path` with a bearer token and a JSON body.
+    pub async fn post_json(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
+        self.send(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    /// `PATCH path` with a bearer token and a JSON body.
+    pub async fn patch_json(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
+        self.send(reqwest::Method::PATCH, path, token, Some(body))
+            .await
+    }
+
+    /// `DELETE path` with a bearer token.
+    pub async fn delete(&self, path: &str, token: &str) -> reqwest::Response {
+        self.send(reqwest::Method::DELETE, path, token, None).await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("request")
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
         let mut request = self.client.get(self.url(path));
         if let Some(token) = token {

@@ -163,13 +163,12 @@ async fn disable_password_change_and_delete_kill_refresh_tokens() {
     app.clock.advance(1);
     for disabled in [true, false] {
         let response = app
-            .client
-            .patch(app.url("/admin/users/back"))
-            .bearer_auth(&admin)
-            .json(&json!({ "disabled": disabled }))
-            .send()
-            .await
-            .unwrap();
+            .patch_json(
+                "/admin/users/back",
+                &admin,
+                &json!({ "disabled": disabled }),
+            )
+            .await;
         assert_eq!(response.status(), 200);
     }
     assert_invalid_grant(&app, &refresh, "re-enabled").await;

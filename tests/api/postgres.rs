@@ -34,33 +34,26 @@ async fn users_tokens_and_admin_on_postgres() {
         .unwrap();
     assert_eq!(profile["username"], "root");
     let response = app
-        .client
-        .post(app.url("/admin/users"))
-        .bearer_auth(&admin)
-        .json(&json!({"username": "bob", "password": PASSWORD, "roles": ["reports"]}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/admin/users",
+            &admin,
+            &json!({"username": "bob", "password": PASSWORD, "roles": ["reports"]}),
+        )
+        .await;
     assert_eq!(response.status(), 201);
     let duplicate = app
-        .client
-        .post(app.url("/admin/users"))
-        .bearer_auth(&admin)
-        .json(&json!({"username": "bob", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/admin/users",
+            &admin,
+            &json!({"username": "bob", "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(duplicate.status(), 409, "unique violation maps to conflict");
     let bob = app.token("bob").await;
     app.clock.advance(1);
     let response = app
-        .client
-        .patch(app.url("/admin/users/bob"))
-        .bearer_auth(&admin)
-        .json(&json!({"disabled": true}))
-        .send()
-        .await
-        .unwrap();
+        .patch_json("/admin/users/bob", &admin, &json!({"disabled": true}))
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(app.get("/profile", Some(&bob)).await.status(), 401);
     let user = app.services.accounts.get("bob").await.unwrap();
@@ -79,22 +72,10 @@ async fn rotation_revocation_and_pruning_on_postgres() {
     let app = spawn_pg_app(&SHORT).await;
     let admin = app.user_token("root", &["admin"]).await;
     let first = signer(&app).await;
-    let response = app
-        .client
-        .post(app.url("/admin/keys/rotate"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post("/admin/keys/rotate", &admin).await;
     assert_eq!(response.status(), 409);
     app.clock.advance(120);
-    let response = app
-        .client
-        .post(app.url("/admin/keys/rotate"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post("/admin/keys/rotate", &admin).await;
     assert_eq!(response.status(), 200);
     assert_ne!(signer(&app).await, first);
     assert_eq!(app.get("/profile", Some(&admin)).await.status(), 200);
@@ -104,12 +85,8 @@ async fn rotation_revocation_and_pruning_on_postgres() {
     let fresh = app.token("root").await;
     let victim = signer(&app).await;
     let response = app
-        .client
-        .post(app.url(&format!("/admin/keys/{victim}/revoke")))
-        .bearer_auth(&fresh)
-        .send()
-        .await
-        .unwrap();
+        .post(&format!("/admin/keys/{victim}/revoke"), &fresh)
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(app.get("/profile", Some(&fresh)).await.status(), 401);
     let rows = app.services.store.list_keys().await.unwrap();

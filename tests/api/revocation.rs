@@ -120,13 +120,7 @@ async fn introspection_of_every_token_state() {
     assert_inactive(&app, &unknown_key, me, "unknown key").await;
 
     // Revoked (logout), then expired.
-    let response = app
-        .client
-        .post(app.url("/logout"))
-        .bearer_auth(&access2)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post("/logout", &access2).await;
     assert_eq!(response.status(), 204);
     assert_inactive(&app, &access2, me, "revoked").await;
     assert_eq!(app.introspect(&client_token, me).await["active"], true);
@@ -264,13 +258,7 @@ async fn logout_revokes_the_token_and_its_refresh_family() {
     let (a2, r2) = app.refreshed(&r1).await;
     let (other_access, other_refresh) = app.login_tokens("alice").await;
 
-    let response = app
-        .client
-        .post(app.url("/logout"))
-        .bearer_auth(&a2)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post("/logout", &a2).await;
     assert_eq!(response.status(), 204);
     for token in [&a1, &a2] {
         assert_eq!(app.get("/profile", Some(token)).await.status(), 401);
@@ -298,13 +286,7 @@ async fn logout_revokes_the_token_and_its_refresh_family() {
     // A client token can log out too (only its jti).
     let secret = app.create_client("svc", &[]).await;
     let token = app.client_token("svc", &secret).await;
-    let response = app
-        .client
-        .post(app.url("/logout"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post("/logout", &token).await;
     assert_eq!(response.status(), 204);
     assert_eq!(app.get("/profile", Some(&token)).await.status(), 401);
 }

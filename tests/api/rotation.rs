@@ -55,12 +55,8 @@ async fn admin_keys(app: &TestApp, admin: &str) -> Value {
 }
 
 async fn rotate(app: &TestApp, admin: &str, force: bool) -> reqwest::Response {
-    app.client
-        .post(app.url(&format!("/admin/keys/rotate?force={force}")))
-        .bearer_auth(admin)
-        .send()
+    app.post(&format!("/admin/keys/rotate?force={force}"), admin)
         .await
-        .unwrap()
 }
 
 fn signer_kid(app: &TestApp) -> String {
@@ -201,12 +197,8 @@ async fn revocation_removes_the_key_and_its_tokens_at_once() {
     // The admin's own token is signed by the victim: it is accepted for
     // this request and refused right after.
     let response = app
-        .client
-        .post(app.url(&format!("/admin/keys/{victim}/revoke")))
-        .bearer_auth(&admin_before)
-        .send()
-        .await
-        .unwrap();
+        .post(&format!("/admin/keys/{victim}/revoke"), &admin_before)
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     let states = kids_by_state(&body);
@@ -234,13 +226,7 @@ async fn revocation_removes_the_key_and_its_tokens_at_once() {
         let admin = app.token("root").await;
         let kid = segment(&admin, 0)["kid"].as_str().unwrap().to_owned();
         assert_eq!(app.get("/profile", Some(&admin)).await.status(), 200);
-        let response = app
-            .client
-            .post(app.url(&format!("/admin/keys/{kid}/revoke")))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap();
+        let response = app.post(&format!("/admin/keys/{kid}/revoke"), &admin).await;
         assert_eq!(response.status(), 200);
         assert_eq!(app.get("/profile", Some(&admin)).await.status(), 401);
         assert_eq!(app.get("/ready", None).await.status(), 200);
@@ -253,13 +239,7 @@ async fn revocation_removes_the_key_and_its_tokens_at_once() {
     // Unknown or already revoked: 404.
     let admin = app.token("root").await;
     for kid in [victim.as_str(), "no-such-kid"] {
-        let response = app
-            .client
-            .post(app.url(&format!("/admin/keys/{kid}/revoke")))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap();
+        let response = app.post(&format!("/admin/keys/{kid}/revoke"), &admin).await;
         assert_eq!(response.status(), 404, "{kid}");
         assert_eq!(error_code(response).await, "not_found");
     }

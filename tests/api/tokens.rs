@@ -246,13 +246,8 @@ async fn password_change_disable_and_delete_revoke_tokens() {
         assert_eq!(app.get("/profile", Some(&token)).await.status(), 200);
         app.clock.advance(1);
         let response = app
-            .client
-            .patch(app.url(&format!("/admin/users/{name}")))
-            .bearer_auth(&admin)
-            .json(&change)
-            .send()
-            .await
-            .unwrap();
+            .patch_json(&format!("/admin/users/{name}"), &admin, &change)
+            .await;
         assert_eq!(response.status(), 200, "{name}");
         assert_refused(&app, &token, name).await;
         let user = app.services.accounts.get(name).await.unwrap();
@@ -272,13 +267,7 @@ async fn password_change_disable_and_delete_revoke_tokens() {
     assert_eq!(app.get("/profile", Some(fresh)).await.status(), 200);
 
     let token = app.user_token("gone", &[]).await;
-    let response = app
-        .client
-        .delete(app.url("/admin/users/gone"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let response = app.delete("/admin/users/gone", &admin).await;
     assert_eq!(response.status(), 204);
     assert_refused(&app, &token, "deleted user").await;
 }

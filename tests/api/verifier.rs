@@ -42,13 +42,7 @@ async fn verifies_live_tokens_and_refuses_revoked_keys() {
     // After an emergency revocation the key is gone from the JWKS; once the
     // verifier refreshes, the token is refused as signed by an unknown key.
     let kid = app.keyring.get().signer().unwrap().kid().to_owned();
-    let response = app
-        .client
-        .post(app.url(&format!("/admin/keys/{kid}/revoke")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post(&format!("/admin/keys/{kid}/revoke"), &token).await;
     assert_eq!(response.status(), 200);
     verifier.refresh().await.unwrap();
     assert!(matches!(
