@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use poem::listener::{Acceptor as _, Listener as _, TcpListener};
 
-use crate::accounts::{Accounts, Clients, HashError, PasswordHasher};
+use crate::accounts::{
+    Accounts, Clients, HashError, LoginThrottle, PasswordHasher, ThrottlePolicy,
+};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::http::{self, HttpState};
@@ -167,6 +169,10 @@ impl Application {
             jwks_max_age: settings.jwks_max_age,
             clock: Arc::clone(&clock),
             metrics: Arc::clone(&metrics),
+            throttle: Arc::new(LoginThrottle::new(
+                ThrottlePolicy::default(),
+                Arc::clone(&clock),
+            )),
         });
         let acceptor = TcpListener::bind(settings.bind)
             .into_acceptor()

@@ -6,12 +6,14 @@
 
 mod clients;
 mod password;
+mod throttle;
 
 pub use clients::{
     Client, ClientCredentials, ClientError, ClientView, Clients, FIRST_PARTY_CLIENT_ID, GrantType,
     NewClient, is_scope_token, normalize_scopes,
 };
 pub use password::{HashError, PasswordHasher};
+pub use throttle::{LoginThrottle, ThrottlePolicy, Throttled};
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -11,7 +11,7 @@ use poem::{IntoResponse as _, Response};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
-use crate::accounts::{AccountError, ClientError};
+use crate::accounts::{AccountError, ClientError, Throttled};
 use crate::keys::KeyError;
 use crate::store::StoreError;
 use crate::token::{GrantError, TokenError};
@@ -75,6 +75,9 @@ pub enum ApiError {
     /// The resource already exists or the request conflicts with its state.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
+    /// Too many failed logins for this username or from this address.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] String),
     /// The server is not ready (store unreachable or no signing key).
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -131,6 +134,21 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+impl From<Throttled> for ApiError {
+    fn from(throttled: Throttled) -> Self {
+        Self::TooManyRequests(
+            body(
+                "too_many_requests",
+                format!(
+                    "too many failed logins; retry in {} seconds",
+                    throttled.retry_after
+                ),
+            ),
+            throttled.retry_after.to_string(),
+        )
+    }
 }
 
 impl From<AccountError> for ApiError {

@@ -22,7 +22,7 @@ use poem::web::headers::{ContentLength, HeaderMapExt as _};
 use poem::{Endpoint, EndpointExt as _, IntoResponse, Request, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 
-use crate::accounts::{Accounts, Clients};
+use crate::accounts::{Accounts, Clients, LoginThrottle};
 use crate::clock::SharedClock;
 use crate::keys::{KeyManager, KeyringHandle};
 use crate::metrics::Metrics;
@@ -55,6 +55,8 @@ pub struct HttpState {
     pub clock: SharedClock,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Failed-login counters.
+    pub throttle: Arc<LoginThrottle>,
 }
 
 #[derive(Tags)]

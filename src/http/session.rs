@@ -2,9 +2,12 @@
 
 use std::sync::Arc;
 
+use poem::Request;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use secrecy::SecretString;
+
+use crate::accounts::AccountError;
 
 use super::auth::BearerAuth;
 use super::{ApiError, ApiTags, HttpState};
@@ -74,19 +77,36 @@ impl SessionApi {
     ///
     /// Returns an access token to send as `Authorization: Bearer …` and a
     /// refresh token. Unknown user, wrong password and disabled user all
-    /// answer the same 401 `invalid_grant`.
+    /// answer the same 401 `invalid_grant`. After 5 failures for a username
+    /// (or 50 from one address) within 5 minutes, further attempts get 429
+    /// with `Retry-After` until the oldest failure is 5 minutes old.
     #[oai(path = "/login", method = "post")]
-    async fn login(&self, body: Json<LoginRequest>) -> Result<LoginResponse, ApiError> {
+    async fn login(
+        &self,
+        req: &Request,
+        body: Json<LoginRequest>,
+    ) -> Result<LoginResponse, ApiError> {
         let Json(LoginRequest { username, password }) = body;
         let password = SecretString::from(password);
+        let address = req.remote_addr().as_socket_addr().map(|a| a.ip());
+        let throttle = &self.state.throttle;
+        if let Err(throttled) = throttle.check(&username, address) {
+            self.state.metrics.login_failed();
+            tracing::warn!(audit = "login_throttled", client = ?address, "login throttled");
+            return Err(throttled.into());
+        }
         let user = match self.state.accounts.authenticate(&username, &password).await {
             Ok(user) => user,
             Err(err) => {
+                if matches!(err, AccountError::InvalidCredentials) {
+                    throttle.failed(&username, address);
+                }
                 self.state.metrics.login_failed();
-                tracing::info!(audit = "login_failed", "login failed");
+                tracing::info!(audit = "login_failed", client = ?address, "login failed");
                 return Err(err.into());
             }
         };
+        throttle.succeeded(&username);
         let issued = self
             .state
             .tokens

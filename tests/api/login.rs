@@ -136,14 +136,15 @@ async fn unknown_users_cost_a_password_hash_too() {
 async fn login_burst_does_not_stall_jwks_or_profile() {
     let app = spawn_app().await;
     let token = app.user_token("alice", &[]).await;
+    // Distinct names, so the per-username throttle stays out of the way.
     let burst: Vec<_> = (0..24)
-        .map(|_| {
+        .map(|n| {
             let client = app.client.clone();
             let url = app.url("/login");
             tokio::spawn(async move {
                 client
                     .post(url)
-                    .json(&json!({"username": "alice", "password": "wrong password"}))
+                    .json(&json!({"username": format!("user{n}"), "password": "wrong password"}))
                     .send()
                     .await
                     .map(|r| r.status().as_u16())
@@ -192,4 +193,42 @@ async fn login_rejects_bad_bodies() {
     // A password far beyond the limit is refused like any wrong password.
     let response = app.login("alice", &"x".repeat(60_000)).await;
     assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
+async fn repeated_failures_are_throttled() {
+    let app = spawn_app().await;
+    app.create_user("alice", &[]).await;
+    for _ in 0..5 {
+        assert_eq!(app.login("alice", "wrong password").await.status(), 401);
+        app.clock.advance(10);
+    }
+    // Even the right password waits: the name is locked, not the guess.
+    let response = app.login("Alice", PASSWORD).await;
+    assert_eq!(response.status(), 429);
+    // The first failure leaves the 5-minute window 250 s from now.
+    assert_eq!(response.headers()["retry-after"], "250");
+    assert_eq!(error_code(response).await, "too_many_requests");
+    // Unknown names are throttled alike (nothing to learn about accounts).
+    for _ in 0..5 {
+        app.login("nobody", "wrong password").await;
+    }
+    assert_eq!(app.login("nobody", "wrong password").await.status(), 429);
+    // Other users are not affected.
+    app.create_user("bob", &[]).await;
+    assert_eq!(app.login("bob", PASSWORD).await.status(), 200);
+
+    app.clock.advance(250);
+    let response = app.login("alice", PASSWORD).await;
+    assert_eq!(response.status(), 200, "the window has slid");
+    // A success clears the name's failures.
+    for _ in 0..4 {
+        app.login("alice", "wrong password").await;
+    }
+    assert_eq!(app.login("alice", PASSWORD).await.status(), 200);
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("keyturn_login_failures_total 16"),
+        "{metrics}"
+    );
 }
