@@ -142,6 +142,12 @@ impl UserStatusView {
             .is_some_and(|u| !u.disabled && iat > u.tokens_valid_after)
     }
 
+    /// Whether the view has this user at all (it may lag a user created by
+    /// the CLI or another instance by up to a poll interval).
+    pub fn knows(&self, user_id: &str) -> bool {
+        self.snapshot().users.contains_key(user_id)
+    }
+
     /// The store version this view reflects.
     pub fn version(&self) -> i64 {
         self.snapshot().version
@@ -243,7 +249,15 @@ impl Accounts {
             .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
             .await?;
         match user {
-            Some(user) if matches && !too_long && !user.disabled => Ok(user.into()),
+            Some(user) if matches && !too_long && !user.disabled => {
+                // A user created by the CLI or another instance may not be in
+                // this instance's view yet; its tokens would be refused until
+                // the next poll, so catch up now (once per such user).
+                if !self.view.knows(&user.id) {
+                    self.refresh_view().await;
+                }
+                Ok(user.into())
+            }
             _ => Err(AccountError::InvalidCredentials),
         }
     }

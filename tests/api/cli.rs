@@ -25,7 +25,8 @@ async fn cli_user_logs_in_to_the_running_server() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("created user alice"));
 
-    // The trailing newline is not part of the password.
+    // The trailing newline is not part of the password; the token works at
+    // once, though the server had not polled the store since the CLI wrote.
     let token = app.token("alice").await;
     let profile: Value = app
         .get("/profile", Some(&token))

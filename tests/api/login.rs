@@ -232,3 +232,21 @@ async fn repeated_failures_are_throttled() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_user_created_elsewhere_gets_working_tokens_at_once() {
+    let app = spawn_app().await;
+    let other = app.restart_with(&[]).await;
+    // Created through another instance: this one's view does not know the
+    // user until its next poll, yet the token must work immediately.
+    for n in 0..3 {
+        let name = format!("remote{n}");
+        other.create_user(&name, &[]).await;
+        let token = app.token(&name).await;
+        assert_eq!(
+            app.get("/profile", Some(&token)).await.status(),
+            200,
+            "{name}"
+        );
+    }
+}
