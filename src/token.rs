@@ -202,17 +202,10 @@ impl Tokens {
             now = self.clock.now().max(user.tokens_valid_after + 1);
         }
         let claims = AccessClaims {
-            iss: self.policy.issuer.clone(),
-            sub: user.id.clone(),
-            aud: self.policy.audience.clone(),
-            exp: now + secs(self.policy.access_ttl),
-            iat: now,
-            nbf: now,
-            jti: uuid::Uuid::new_v4().to_string(),
-            client_id: client_id.to_owned(),
             scope: scope.to_owned(),
             roles: user.roles.clone(),
             username: Some(user.username.clone()),
+            ..self.new_claims(now, &user.id, client_id, None)
         };
         let access_token = self.sign(&claims)?;
         let refresh_token = random_token()?;
@@ -234,6 +227,31 @@ impl Tokens {
             refresh_token: Some(refresh_token),
             scope: claims.scope,
         })
+    }
+
+    /// Claims of a new access token issued at `now` to `sub` through
+    /// `client_id`: the policy's issuer and lifetime, a fresh `jti`, the
+    /// given audience or the default one; no scope, roles or username yet.
+    pub(crate) fn new_claims(
+        &self,
+        now: i64,
+        sub: &str,
+        client_id: &str,
+        audience: Option<&str>,
+    ) -> AccessClaims {
+        AccessClaims {
+            iss: self.policy.issuer.clone(),
+            sub: sub.to_owned(),
+            aud: audience.unwrap_or(&self.policy.audience).to_owned(),
+            exp: now + secs(self.policy.access_ttl),
+            iat: now,
+            nbf: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            client_id: client_id.to_owned(),
+            scope: String::new(),
+            roles: Vec::new(),
+            username: None,
+        }
     }
 
     fn sign(&self, claims: &AccessClaims) -> Result<String, TokenError> {

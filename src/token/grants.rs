@@ -153,20 +153,8 @@ impl Tokens {
         let scope = grant_scope(scope, &allowed)?;
         let now = self.clock.now();
         let claims = AccessClaims {
-            iss: self.policy.issuer.clone(),
-            sub: client.id.clone(),
-            aud: client
-                .audience
-                .clone()
-                .unwrap_or_else(|| self.policy.audience.clone()),
-            exp: now + secs(self.policy.access_ttl),
-            iat: now,
-            nbf: now,
-            jti: uuid::Uuid::new_v4().to_string(),
-            client_id: client.id.clone(),
             scope,
-            roles: Vec::new(),
-            username: None,
+            ..self.new_claims(now, &client.id, &client.id, client.audience.as_deref())
         };
         let access_token = self.sign(&claims)?;
         tracing::info!(audit = "token_issued", grant = "client_credentials", client_id = %client.id, jti = %claims.jti, "client token issued");
@@ -242,21 +230,12 @@ impl Tokens {
         let allowed: BTreeSet<&str> = row.scope.split(' ').filter(|s| !s.is_empty()).collect();
         let scope = grant_scope(scope, &allowed)?;
 
+        let audience = client.and_then(|c| c.audience.as_deref());
         let claims = AccessClaims {
-            iss: self.policy.issuer.clone(),
-            sub: user.id.clone(),
-            aud: match client.and_then(|c| c.audience.clone()) {
-                Some(audience) => audience,
-                None => self.policy.audience.clone(),
-            },
-            exp: now + secs(self.policy.access_ttl),
-            iat: now,
-            nbf: now,
-            jti: uuid::Uuid::new_v4().to_string(),
-            client_id: row.client_id.clone(),
             scope,
             roles: user.roles.clone(),
             username: Some(user.username.clone()),
+            ..self.new_claims(now, &user.id, &row.client_id, audience)
         };
         let access_token = self.sign(&claims)?;
         let new_refresh = random_token()?;

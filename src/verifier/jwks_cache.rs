@@ -219,32 +219,30 @@ impl JwksCache {
             .collect()
     }
 
+    /// The cached key for `kid`, unless the cache is past its staleness
+    /// limit; `None` when the `kid` is not cached.
+    fn cached(&self, kid: Option<&str>) -> Option<Result<Arc<KeyEntry>, VerifyError>> {
+        let set = self.current();
+        let entry = set.find(kid)?;
+        if set.usable_until.is_some_and(|limit| Instant::now() > limit) {
+            return Some(Err(self.unavailable()));
+        }
+        Some(Ok(Arc::clone(entry)))
+    }
+
     /// The key for `kid`: from the cache, or after at most one coalesced,
     /// rate-limited refetch when the `kid` is unknown.
     pub(crate) async fn key(&self, kid: Option<&str>) -> Result<Arc<KeyEntry>, VerifyError> {
         let seen = self.attempts.load(Ordering::Acquire);
-        let set = self.current();
-        if let Some(entry) = set.find(kid) {
-            if let Some(limit) = set.usable_until
-                && Instant::now() > limit
-            {
-                return Err(self.unavailable());
-            }
-            return Ok(Arc::clone(entry));
+        if let Some(found) = self.cached(kid) {
+            return found;
         }
-        drop(set);
         if self.fetcher.is_none() || kid.is_some_and(|k| k.len() > MAX_KID_LEN) {
             return Err(VerifyError::UnknownKey);
         }
         let failed = self.refresh_if_due(Some(seen)).await;
-        let set = self.current();
-        if let Some(entry) = set.find(kid) {
-            if let Some(limit) = set.usable_until
-                && Instant::now() > limit
-            {
-                return Err(self.unavailable());
-            }
-            return Ok(Arc::clone(entry));
+        if let Some(found) = self.cached(kid) {
+            return found;
         }
         match failed {
             Some(reason) => Err(VerifyError::JwksUnavailable(reason)),
