@@ -42,6 +42,9 @@ pub enum AppError {
     /// Password hashing.
     #[error(transparent)]
     Hash(#[from] HashError),
+    /// The token-check rules built from the settings.
+    #[error("token validation: {0}")]
+    Validation(#[from] crate::verifier::BuildError),
     /// Binding the listener.
     #[error("cannot listen on {addr}: {error}")]
     Bind {
@@ -156,7 +159,7 @@ impl Application {
                 refresh_ttl: settings.refresh_token_ttl,
                 leeway: settings.leeway,
             },
-        );
+        )?;
         tokens.reload_revocations().await?;
         let state = Arc::new(HttpState {
             store: services.store.clone(),

@@ -25,13 +25,16 @@ use crate::accounts::{ClientView, FIRST_PARTY_CLIENT_ID, User, UserStatusView};
 use crate::clock::SharedClock;
 use crate::keys::{KeyError, KeyringHandle};
 use crate::store::{RefreshTokenRow, Store, StoreError};
+use crate::verifier::{BuildError, Claims, Validator, VerifierBuilder, VerifyError};
 
 /// `client_id` of tokens issued by `POST /login`.
 pub const FIRST_PARTY_CLIENT: &str = FIRST_PARTY_CLIENT_ID;
-/// JWS `typ` of access tokens (RFC 9068).
-pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Claims every keyturn access token must carry to be accepted by the
+/// server's own routes (a resource server may require the same with
+/// [`VerifierBuilder::required_claims`]).
+pub const REQUIRED_CLAIMS: [&str; 7] = ["exp", "iat", "nbf", "sub", "iss", "aud", "jti"];
 
 /// Claims of a keyturn access token (SPEC §3).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -78,33 +81,10 @@ pub struct IssuedTokens {
 /// to return to clients: it never echoes the token or key material.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    /// Not a well-formed JWS with the expected claims.
-    #[error("the token is malformed")]
-    Malformed,
-    /// The `kid` is not a published key.
-    #[error("the token's signing key is unknown")]
-    UnknownKey,
-    /// The header's `alg` is not the key's algorithm.
-    #[error("the token's algorithm is not allowed for its key")]
-    WrongAlgorithm,
-    /// The header's `typ` is not `at+jwt`.
-    #[error("the token is not an access token")]
-    WrongType,
-    /// The signature does not verify.
-    #[error("the token's signature is invalid")]
-    BadSignature,
-    /// Past `exp` (plus leeway).
-    #[error("the token has expired")]
-    Expired,
-    /// Before `nbf`/`iat` (minus leeway).
-    #[error("the token is not yet valid")]
-    NotYetValid,
-    /// Another issuer.
-    #[error("the token was issued by another issuer")]
-    WrongIssuer,
-    /// Another audience.
-    #[error("the token is not meant for this audience")]
-    WrongAudience,
+    /// Refused by the token check the server shares with the verifier
+    /// library (signature, type, issuer, audience, times, shape).
+    #[error(transparent)]
+    Invalid(#[from] VerifyError),
     /// Revoked (logout, password change, disabled or deleted user).
     #[error("the token has been revoked")]
     Revoked,
@@ -144,6 +124,11 @@ pub struct Tokens {
     store: Store,
     clock: SharedClock,
     policy: TokenPolicy,
+    /// The shared token check, for tokens meant for this server's audience.
+    own_audience: Validator,
+    /// The same for any audience (introspection: a client's tokens may name
+    /// its own API).
+    any_audience: Validator,
 }
 
 fn secs(d: Duration) -> i64 {
@@ -175,16 +160,26 @@ impl Tokens {
         store: Store,
         clock: SharedClock,
         policy: TokenPolicy,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, BuildError> {
+        let rules = VerifierBuilder::default()
+            .issuer(policy.issuer.clone())
+            .leeway(policy.leeway)
+            .required_claims(REQUIRED_CLAIMS)
+            .max_token_size(MAX_TOKEN_BYTES);
+        Ok(Self {
             keyring,
             users,
             clients,
             revocations: RevocationView::default(),
             store,
             clock,
+            own_audience: rules
+                .clone()
+                .audience([policy.audience.clone()])
+                .build_validator()?,
+            any_audience: rules.danger_accept_any_audience().build_validator()?,
             policy,
-        }
+        })
     }
 
     /// Issues an access token and a refresh token (new family) for a user.
@@ -260,8 +255,9 @@ impl Tokens {
         Ok(signer.sign_jwt(claims)?)
     }
 
-    /// Validates an access token for the server's own routes: signature,
-    /// type, issuer, audience, times, and that it has not been revoked.
+    /// Validates an access token for the server's own routes: the token
+    /// check shared with the verifier library, over the live keyring, then
+    /// that it has not been revoked.
     pub fn validate(&self, token: &str) -> Result<AccessClaims, TokenError> {
         let claims = self.verify(token, true)?;
         self.check_status(&claims)?;
@@ -274,6 +270,19 @@ impl Tokens {
         let claims = self.verify(token, false)?;
         self.check_status(&claims)?;
         Ok(claims)
+    }
+
+    /// What the token itself proves, by the check shared with the verifier
+    /// library over the live keyring; not its status.
+    fn verify(&self, token: &str, check_audience: bool) -> Result<AccessClaims, TokenError> {
+        let validator = if check_audience {
+            &self.own_audience
+        } else {
+            &self.any_audience
+        };
+        let keyring = self.keyring.get();
+        let claims: Claims = validator.validate(token, &*keyring, self.clock.now())?;
+        Ok(AccessClaims::try_from(claims)?)
     }
 
     /// Refused when revoked: the `jti` is on the revocation list, the user
@@ -294,60 +303,37 @@ impl Tokens {
         }
         Ok(())
     }
+}
 
-    /// Checks what the token itself proves: a published key's signature,
-    /// `typ`, issuer, (optionally) audience and times. Not its status.
-    fn verify(&self, token: &str, check_audience: bool) -> Result<AccessClaims, TokenError> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(TokenError::Malformed);
-        }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
-        let typ_ok = header.typ.as_deref().is_some_and(|t| {
-            t.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE)
-                || t.eq_ignore_ascii_case("application/at+jwt")
-        });
-        let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
-        let keyring = self.keyring.get();
-        let key = keyring.verifying_key(kid).ok_or(TokenError::UnknownKey)?;
-        // The key decides the algorithm; the header must agree with it.
-        if header.alg != key.alg.jwt_algorithm() {
-            return Err(TokenError::WrongAlgorithm);
-        }
-        let mut validation = jsonwebtoken::Validation::new(key.alg.jwt_algorithm());
-        // Time is checked below against the injectable clock.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "aud", "sub"]);
-        validation.set_issuer(&[&self.policy.issuer]);
-        if check_audience {
-            validation.set_audience(&[&self.policy.audience]);
-        } else {
-            validation.validate_aud = false;
-        }
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
-            .map_err(|err| {
-                use jsonwebtoken::errors::ErrorKind;
-                match err.kind() {
-                    ErrorKind::InvalidSignature => TokenError::BadSignature,
-                    ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
-                    ErrorKind::InvalidAudience => TokenError::WrongAudience,
-                    ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm,
-                    _ => TokenError::Malformed,
-                }
-            })?;
-        // Checked after the signature so forged headers learn nothing more.
-        if !typ_ok {
-            return Err(TokenError::WrongType);
-        }
-        let claims = data.claims;
-        let now = self.clock.now();
-        let leeway = secs(self.policy.leeway);
-        if now > claims.exp.saturating_add(leeway) {
-            return Err(TokenError::Expired);
-        }
-        if now.saturating_add(leeway) < claims.nbf || now.saturating_add(leeway) < claims.iat {
-            return Err(TokenError::NotYetValid);
-        }
-        Ok(claims)
+/// The validated claims in the server's own shape. The shared check has
+/// made sure the required claims are there; what is left is keyturn's own
+/// token format: one `aud`, a `client_id`, times that fit in an `i64`.
+impl TryFrom<Claims> for AccessClaims {
+    type Error = VerifyError;
+
+    fn try_from(claims: Claims) -> Result<Self, VerifyError> {
+        let time = |t: Option<u64>, missing| {
+            t.and_then(|t| i64::try_from(t).ok())
+                .ok_or(VerifyError::Malformed(missing))
+        };
+        let [aud] = <[String; 1]>::try_from(claims.aud)
+            .map_err(|_| VerifyError::Malformed("keyturn tokens have exactly one `aud`"))?;
+        Ok(AccessClaims {
+            iss: claims.iss,
+            sub: claims.sub,
+            aud,
+            exp: time(claims.exp, "missing required claim `exp`")?,
+            iat: time(claims.iat, "missing required claim `iat`")?,
+            nbf: time(claims.nbf, "missing required claim `nbf`")?,
+            jti: claims
+                .jti
+                .ok_or(VerifyError::Malformed("missing required claim `jti`"))?,
+            client_id: claims
+                .client_id
+                .ok_or(VerifyError::Malformed("missing claim `client_id`"))?,
+            scope: claims.scope,
+            roles: claims.roles,
+            username: claims.username,
+        })
     }
 }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
 use super::{KeyState, PublicJwk, SigningAlg, SigningKey};
+use crate::verifier::{KeySource, VerificationKey, VerifyError};
 
 /// A public key the server accepts tokens from.
 pub struct VerifyingKey {
@@ -21,8 +22,19 @@ pub struct VerifyingKey {
     pub alg: SigningAlg,
     /// Its lifecycle state.
     pub state: KeyState,
-    /// Prepared for `jsonwebtoken::decode`.
-    pub decoding: jsonwebtoken::DecodingKey,
+    /// Prepared for the token check the verifier library and the server share.
+    key: Arc<VerificationKey>,
+}
+
+impl VerifyingKey {
+    /// Prepares a published key for verification.
+    pub fn new(alg: SigningAlg, state: KeyState, decoding: jsonwebtoken::DecodingKey) -> Self {
+        Self {
+            alg,
+            state,
+            key: Arc::new(VerificationKey::new(decoding, alg.jwt_algorithm())),
+        }
+    }
 }
 
 /// The serialized JWKS and its strong ETag.
@@ -122,6 +134,18 @@ impl Keyring {
     /// The JWKS as served.
     pub fn jwks(&self) -> &Jwks {
         &self.jwks
+    }
+}
+
+/// The server's own routes validate against the published keys of one
+/// snapshot (`next` keys included: another instance may already sign with
+/// one). keyturn's tokens always name their key, so a missing `kid` is an
+/// unknown key.
+impl KeySource for Keyring {
+    fn key(&self, kid: Option<&str>) -> Result<Arc<VerificationKey>, VerifyError> {
+        kid.and_then(|kid| self.verifying.get(kid))
+            .map(|k| Arc::clone(&k.key))
+            .ok_or(VerifyError::UnknownKey)
     }
 }
 

@@ -338,11 +338,7 @@ impl KeyManager {
             // one and signed with it before this snapshot is refreshed.
             verifying.insert(
                 key.row.kid.clone(),
-                VerifyingKey {
-                    alg: key.alg,
-                    state: key.state,
-                    decoding: key.public.decoding_key()?,
-                },
+                VerifyingKey::new(key.alg, key.state, key.public.decoding_key()?),
             );
         }
         let metas: Vec<KeyMeta> = keys.iter().map(StoredKey::meta).collect();

@@ -25,20 +25,13 @@ use jsonwebtoken::jwk::{
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use super::error::VerifyError;
+use super::validate::{KeySource, MAX_KID_LEN, VerificationKey};
 
-/// Longest `kid` we look up; longer ones are refused without a refetch.
-pub(crate) const MAX_KID_LEN: usize = 256;
 /// At most this many keys are kept from one JWKS (real ones hold 1–5).
 const MAX_KEYS: usize = 64;
 
-/// A prepared verification key and the only algorithm it may verify.
-pub(crate) struct KeyEntry {
-    pub(crate) key: DecodingKey,
-    pub(crate) alg: Algorithm,
-}
-
 /// Prepared keys with their `kid` (`None` for a JWK without one).
-type Keys = Vec<(Option<Box<str>>, Arc<KeyEntry>)>;
+type Keys = Vec<(Option<Box<str>>, Arc<VerificationKey>)>;
 
 /// One immutable generation of the key set.
 pub(crate) struct KeySet {
@@ -51,7 +44,7 @@ pub(crate) struct KeySet {
 }
 
 impl KeySet {
-    fn find(&self, kid: Option<&str>) -> Option<&Arc<KeyEntry>> {
+    fn find(&self, kid: Option<&str>) -> Option<&Arc<VerificationKey>> {
         match kid {
             Some(kid) => self
                 .keys
@@ -219,35 +212,15 @@ impl JwksCache {
             .collect()
     }
 
-    /// The cached key for `kid`, unless the cache is past its staleness
-    /// limit; `None` when the `kid` is not cached.
-    fn cached(&self, kid: Option<&str>) -> Option<Result<Arc<KeyEntry>, VerifyError>> {
-        let set = self.current();
-        let entry = set.find(kid)?;
-        if set.usable_until.is_some_and(|limit| Instant::now() > limit) {
-            return Some(Err(self.unavailable()));
-        }
-        Some(Ok(Arc::clone(entry)))
+    /// Completed fetch attempts, read before a lookup so that a refetch for
+    /// an unknown `kid` coalesces with any fetch finished in between.
+    pub(crate) fn attempts(&self) -> u64 {
+        self.attempts.load(Ordering::Acquire)
     }
 
-    /// The key for `kid`: from the cache, or after at most one coalesced,
-    /// rate-limited refetch when the `kid` is unknown.
-    pub(crate) async fn key(&self, kid: Option<&str>) -> Result<Arc<KeyEntry>, VerifyError> {
-        let seen = self.attempts.load(Ordering::Acquire);
-        if let Some(found) = self.cached(kid) {
-            return found;
-        }
-        if self.fetcher.is_none() || kid.is_some_and(|k| k.len() > MAX_KID_LEN) {
-            return Err(VerifyError::UnknownKey);
-        }
-        let failed = self.refresh_if_due(Some(seen)).await;
-        if let Some(found) = self.cached(kid) {
-            return found;
-        }
-        match failed {
-            Some(reason) => Err(VerifyError::JwksUnavailable(reason)),
-            None => Err(VerifyError::UnknownKey),
-        }
+    /// Whether an unknown `kid` may be looked up again (not a static set).
+    pub(crate) fn can_refetch(&self) -> bool {
+        self.fetcher.is_some()
     }
 
     fn last_error(&self) -> Option<String> {
@@ -330,6 +303,20 @@ impl JwksCache {
             return Some(self.opts.min_refresh);
         }
         Some(fresh_until.saturating_duration_since(Instant::now()))
+    }
+}
+
+/// The cached keys, unless the cache is past its staleness limit. An
+/// unknown `kid` is refetched by the caller
+/// ([`Verifier::verify`](super::Verifier::verify)), not here.
+impl KeySource for JwksCache {
+    fn key(&self, kid: Option<&str>) -> Result<Arc<VerificationKey>, VerifyError> {
+        let set = self.current();
+        let entry = set.find(kid).ok_or(VerifyError::UnknownKey)?;
+        if set.usable_until.is_some_and(|limit| Instant::now() > limit) {
+            return Err(self.unavailable());
+        }
+        Ok(Arc::clone(entry))
     }
 }
 
@@ -542,7 +529,7 @@ pub(crate) fn key_algorithm(jwk: &Jwk) -> Result<Algorithm, &'static str> {
     }
 }
 
-fn prepare_key(jwk: &Jwk) -> Result<KeyEntry, &'static str> {
+fn prepare_key(jwk: &Jwk) -> Result<VerificationKey, &'static str> {
     if let Some(usage) = &jwk.common.public_key_use
         && *usage != PublicKeyUse::Signature
     {
@@ -564,7 +551,7 @@ fn prepare_key(jwk: &Jwk) -> Result<KeyEntry, &'static str> {
         _ => {}
     }
     let key = DecodingKey::from_jwk(jwk).map_err(|_| "key material does not decode")?;
-    Ok(KeyEntry { key, alg })
+    Ok(VerificationKey::new(key, alg))
 }
 
 /// Decoded length of a base64url value (ignoring leading zero bytes is not

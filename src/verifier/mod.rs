@@ -40,28 +40,30 @@
 
 #![deny(missing_docs)]
 
+pub mod clock;
 mod error;
 mod jwks_cache;
 #[cfg(feature = "poem")]
 pub mod poem;
+mod validate;
 
-use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BuildError, VerifyError};
 /// Signature algorithms, as used by [`VerifierBuilder::algorithms`].
 pub use jsonwebtoken::Algorithm;
 /// JSON Web Key types, for [`VerifierBuilder::build_from_jwks`].
 pub use jsonwebtoken::jwk::{Jwk, JwkSet};
+pub use validate::{KeySource, Validator, VerificationKey};
 
 use jwks_cache::{CacheOptions, JwksCache};
+use validate::{Policy, Required, is_hmac, normalise_typ};
 
 /// Tokens longer than this are refused before any decoding, by default.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -207,55 +209,6 @@ fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error
     d.deserialize_any(Visitor)
 }
 
-/// Claims a verifier can require to be present.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Required(u8);
-
-impl Required {
-    const NAMES: [&'static str; 7] = ["exp", "iat", "nbf", "sub", "iss", "aud", "jti"];
-    const MISSING: [&'static str; 7] = [
-        "missing required claim `exp`",
-        "missing required claim `iat`",
-        "missing required claim `nbf`",
-        "missing required claim `sub`",
-        "missing required claim `iss`",
-        "missing required claim `aud`",
-        "missing required claim `jti`",
-    ];
-
-    fn parse(names: &[String]) -> Result<Self, BuildError> {
-        let mut bits = 0u8;
-        for name in names {
-            let index = Self::NAMES.iter().position(|n| n == name).ok_or_else(|| {
-                BuildError::InvalidOption(format!(
-                    "required_claims: `{name}` is not one of {:?}",
-                    Self::NAMES
-                ))
-            })?;
-            bits |= 1 << index;
-        }
-        Ok(Required(bits))
-    }
-
-    fn check<E>(self, c: &Claims<E>) -> Result<(), VerifyError> {
-        let present = [
-            c.exp.is_some(),
-            c.iat.is_some(),
-            c.nbf.is_some(),
-            !c.sub.is_empty(),
-            !c.iss.is_empty(),
-            !c.aud.is_empty(),
-            c.jti.is_some(),
-        ];
-        for (i, ok) in present.into_iter().enumerate() {
-            if self.0 & (1 << i) != 0 && !ok {
-                return Err(VerifyError::Malformed(Self::MISSING[i]));
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Where the keys come from.
 #[derive(Debug, Clone)]
 enum Source {
@@ -294,6 +247,7 @@ pub struct VerifierBuilder {
     max_token_bytes: usize,
     cache: CacheOptions,
     client: Option<reqwest::Client>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Default for VerifierBuilder {
@@ -309,6 +263,7 @@ impl Default for VerifierBuilder {
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
             cache: CacheOptions::default(),
             client: None,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -442,6 +397,13 @@ impl VerifierBuilder {
         self
     }
 
+    /// Read token times (`exp`, `nbf`, `iat`) from this clock instead of the
+    /// system clock: tests move a [`ManualClock`] instead of sleeping.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Discover the issuer if needed, fetch the JWKS once and start the
     /// background refresh (on the current tokio runtime).
     ///
@@ -460,7 +422,7 @@ impl VerifierBuilder {
                 (jwks, Some(issuer))
             }
         };
-        let policy = self.policy(discovered_issuer)?;
+        let validator = Validator::new(self.policy(discovered_issuer)?);
         let cache = JwksCache::fetch_new(client, jwks_url, self.cache.clone())
             .await
             .map_err(|e| BuildError::Jwks(e.to_string()))?;
@@ -468,8 +430,9 @@ impl VerifierBuilder {
         let refresher = jwks_cache::spawn_refresher(&cache);
         Ok(Verifier {
             inner: Arc::new(Inner {
-                policy,
+                validator,
                 cache,
+                clock: self.clock,
                 refresher,
             }),
         })
@@ -492,15 +455,25 @@ impl VerifierBuilder {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn build_from_jwks(self, jwks: &JwkSet) -> Result<Verifier, BuildError> {
-        let policy = self.policy(None)?;
+        let validator = self.build_validator()?;
         let cache = JwksCache::from_static(jwks).map_err(|e| BuildError::Jwks(e.to_string()))?;
         Ok(Verifier {
             inner: Arc::new(Inner {
-                policy,
+                validator,
                 cache: Arc::new(cache),
+                clock: self.clock,
                 refresher: None,
             }),
         })
+    }
+
+    /// Only the rules, for a caller that holds its own keys (a
+    /// [`KeySource`]) and its own clock: keyturn's own routes validate this
+    /// way over the server's keyring. Needs [`issuer`](Self::issuer) and
+    /// [`audience`](Self::audience); the key-source and fetch options are
+    /// not used.
+    pub fn build_validator(&self) -> Result<Validator, BuildError> {
+        Ok(Validator::new(self.policy(None)?))
     }
 
     fn policy(&self, discovered_issuer: Option<String>) -> Result<Policy, BuildError> {
@@ -546,18 +519,6 @@ impl VerifierBuilder {
             typ: self.typ.clone(),
             max_token_bytes: self.max_token_bytes,
         })
-    }
-}
-
-fn is_hmac(alg: Algorithm) -> bool {
-    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
-}
-
-fn normalise_typ(typ: &str) -> &str {
-    let t = typ.trim();
-    match (t.get(..12), t.get(12..)) {
-        (Some(prefix), Some(rest)) if prefix.eq_ignore_ascii_case("application/") => rest,
-        _ => t,
     }
 }
 
@@ -636,23 +597,10 @@ async fn discover(
     Err(BuildError::Discovery(last_error))
 }
 
-/// What a token must satisfy (fixed at build time).
-#[derive(Debug)]
-struct Policy {
-    issuer: Option<String>,
-    /// Empty: any audience (explicitly chosen).
-    audiences: Vec<String>,
-    leeway: u64,
-    algorithms: Vec<Algorithm>,
-    required: Required,
-    /// Normalised (no `application/` prefix); compared case-insensitively.
-    typ: Option<String>,
-    max_token_bytes: usize,
-}
-
 struct Inner {
-    policy: Policy,
+    validator: Validator,
     cache: Arc<JwksCache>,
+    clock: Arc<dyn Clock>,
     refresher: Option<tokio::task::AbortHandle>,
 }
 
@@ -677,46 +625,9 @@ impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verifier")
             .field("jwks_url", &self.inner.cache.url())
-            .field("policy", &self.inner.policy)
+            .field("policy", self.inner.validator.policy())
             .finish_non_exhaustive()
     }
-}
-
-/// The header fields we read; everything else (`jku`, `jwk`, `x5u`, `x5c`…)
-/// is ignored, never followed.
-#[derive(Deserialize)]
-struct Header<'a> {
-    #[serde(borrow)]
-    alg: Cow<'a, str>,
-    #[serde(borrow, default)]
-    kid: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    typ: Option<Cow<'a, str>>,
-    #[serde(default)]
-    crit: Option<IgnoredAny>,
-}
-
-fn parse_alg(alg: &str) -> Option<Algorithm> {
-    Some(match alg {
-        "RS256" => Algorithm::RS256,
-        "RS384" => Algorithm::RS384,
-        "RS512" => Algorithm::RS512,
-        "PS256" => Algorithm::PS256,
-        "PS384" => Algorithm::PS384,
-        "PS512" => Algorithm::PS512,
-        "ES256" => Algorithm::ES256,
-        "ES384" => Algorithm::ES384,
-        "EdDSA" => Algorithm::EdDSA,
-        // `none`, HS*, and anything unknown.
-        _ => return None,
-    })
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl Verifier {
@@ -732,7 +643,7 @@ impl Verifier {
 
     /// The expected `iss` (`None` if any issuer is accepted).
     pub fn issuer(&self) -> Option<&str> {
-        self.inner.policy.issuer.as_deref()
+        self.inner.validator.policy().issuer.as_deref()
     }
 
     /// The `kid`s of the keys currently cached.
@@ -764,136 +675,27 @@ impl Verifier {
     /// # }
     /// ```
     pub async fn verify<E: DeserializeOwned>(&self, token: &str) -> Result<Claims<E>, VerifyError> {
-        let policy = &self.inner.policy;
-        let parts = split(token, policy.max_token_bytes)?;
-        let header_bytes = decode_header(parts.header)?;
-        let header = parse_header(&header_bytes)?;
-        let alg = parse_alg(&header.alg).ok_or(VerifyError::DisallowedAlgorithm)?;
-        if !policy.algorithms.contains(&alg) {
-            return Err(VerifyError::DisallowedAlgorithm);
+        let Inner {
+            validator,
+            cache,
+            clock,
+            ..
+        } = &*self.inner;
+        let seen = cache.attempts();
+        match validator.validate(token, &**cache, clock.now()) {
+            Err(VerifyError::UnknownKey) if cache.can_refetch() => {}
+            verdict => return verdict,
         }
-        if let Some(expected) = &policy.typ {
-            match header.typ.as_deref().map(normalise_typ) {
-                Some(typ) if typ.eq_ignore_ascii_case(expected) => {}
-                _ => return Err(VerifyError::WrongType),
-            }
+        // A `kid` we have not seen: the issuer may have published a new key
+        // since our last fetch. At most one coalesced, rate-limited refetch.
+        let failed = cache.refresh_if_due(Some(seen)).await;
+        match validator.validate(token, &**cache, clock.now()) {
+            Err(VerifyError::UnknownKey) => Err(failed
+                .map(VerifyError::JwksUnavailable)
+                .unwrap_or(VerifyError::UnknownKey)),
+            verdict => verdict,
         }
-        if header.crit.is_some() {
-            return Err(VerifyError::Malformed("unsupported critical header"));
-        }
-        let key = self.inner.cache.key(header.kid.as_deref()).await?;
-        self.check(&parts, alg, &key, now_secs())
     }
-
-    fn check<E: DeserializeOwned>(
-        &self,
-        parts: &Parts<'_>,
-        alg: Algorithm,
-        key: &jwks_cache::KeyEntry,
-        now: u64,
-    ) -> Result<Claims<E>, VerifyError> {
-        let policy = &self.inner.policy;
-        // The algorithm comes from the key; the header must agree with it.
-        if key.alg != alg {
-            return Err(VerifyError::DisallowedAlgorithm);
-        }
-        match jsonwebtoken::crypto::verify(parts.signature, parts.message.as_bytes(), &key.key, alg)
-        {
-            Ok(true) => {}
-            Ok(false) => return Err(VerifyError::BadSignature),
-            Err(e) => {
-                return Err(match e.kind() {
-                    jsonwebtoken::errors::ErrorKind::Base64(_) => {
-                        VerifyError::Malformed("signature is not base64url")
-                    }
-                    _ => VerifyError::BadSignature,
-                });
-            }
-        }
-        let payload = URL_SAFE_NO_PAD
-            .decode(parts.payload)
-            .map_err(|_| VerifyError::Malformed("claims are not base64url"))?;
-        let claims: Claims<E> = serde_json::from_slice(&payload)
-            .map_err(|_| VerifyError::Malformed("claims are not the expected JSON"))?;
-        policy.required.check(&claims)?;
-        let leeway = policy.leeway;
-        if let Some(exp) = claims.exp
-            && now >= exp.saturating_add(leeway)
-        {
-            return Err(VerifyError::Expired);
-        }
-        if let Some(nbf) = claims.nbf
-            && nbf > now.saturating_add(leeway)
-        {
-            return Err(VerifyError::NotYetValid);
-        }
-        if let Some(iat) = claims.iat
-            && iat > now.saturating_add(leeway)
-        {
-            return Err(VerifyError::NotYetValid);
-        }
-        if let Some(issuer) = &policy.issuer
-            && claims.iss != *issuer
-        {
-            return Err(VerifyError::WrongIssuer);
-        }
-        if !policy.audiences.is_empty()
-            && !claims
-                .aud
-                .iter()
-                .any(|aud| policy.audiences.iter().any(|want| want == aud))
-        {
-            return Err(VerifyError::WrongAudience);
-        }
-        Ok(claims)
-    }
-}
-
-/// The three parts of a compact JWS.
-struct Parts<'a> {
-    header: &'a str,
-    payload: &'a str,
-    signature: &'a str,
-    /// `header.payload`, what the signature covers.
-    message: &'a str,
-}
-
-fn split(token: &str, max_bytes: usize) -> Result<Parts<'_>, VerifyError> {
-    if token.len() > max_bytes {
-        return Err(VerifyError::Malformed("token too large"));
-    }
-    let token = token.trim();
-    let mut dots = token.match_indices('.').map(|(i, _)| i);
-    let (Some(first), Some(second), None) = (dots.next(), dots.next(), dots.next()) else {
-        return Err(VerifyError::Malformed("not a compact JWS (three parts)"));
-    };
-    let header = &token[..first];
-    let payload = &token[first + 1..second];
-    let signature = &token[second + 1..];
-    if header.is_empty() || payload.is_empty() {
-        return Err(VerifyError::Malformed("empty header or claims"));
-    }
-    Ok(Parts {
-        header,
-        payload,
-        signature,
-        message: &token[..second],
-    })
-}
-
-/// Base64url-decode the header (bounded), to be parsed by [`parse_header`].
-fn decode_header(encoded: &str) -> Result<Vec<u8>, VerifyError> {
-    if encoded.len() > 2048 {
-        return Err(VerifyError::Malformed("header too large"));
-    }
-    URL_SAFE_NO_PAD
-        .decode(encoded)
-        .map_err(|_| VerifyError::Malformed("header is not base64url"))
-}
-
-fn parse_header(bytes: &[u8]) -> Result<Header<'_>, VerifyError> {
-    serde_json::from_slice(bytes)
-        .map_err(|_| VerifyError::Malformed("header is not the expected JSON"))
 }
 
 #[cfg(test)]

@@ -86,7 +86,7 @@ pub(crate) fn rsa_key(n: usize) -> TestKey {
 pub(crate) const AUD: &str = "keyturn";
 
 pub(crate) fn now() -> u64 {
-    now_secs()
+    u64::try_from(SystemClock.now()).unwrap()
 }
 
 /// Claims like keyturn's for `iss`.

@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod clients;
+mod crosscheck;
 mod discovery;
 mod health;
 mod helpers;

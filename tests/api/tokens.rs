@@ -224,14 +224,16 @@ async fn forged_and_broken_tokens_are_refused() {
 async fn tokens_expire_after_ttl_plus_leeway() {
     let app = spawn_app_with(&[("KEYTURN_ACCESS_TOKEN_TTL", "60s")]).await;
     let token = app.user_token("alice", &[]).await;
-    app.clock.advance(60 + 30);
+    // RFC 7519 §4.1.4: valid only *before* exp; the 30 s leeway moves that
+    // edge, so the last accepted second is exp + 29.
+    app.clock.advance(60 + 29);
     assert_eq!(
         app.get("/profile", Some(&token)).await.status(),
         200,
         "within leeway"
     );
     app.clock.advance(1);
-    assert_refused(&app, &token, "expired").await;
+    assert_refused(&app, &token, "expired at exp + leeway").await;
 }
 
 #[tokio::test]
