@@ -10,8 +10,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ring::rand::{SecureRandom as _, SystemRandom};
@@ -184,7 +185,7 @@ pub struct NewClient {
 /// In-memory view of the registered clients, refreshed from the store.
 #[derive(Clone, Default)]
 pub struct ClientView {
-    inner: Arc<RwLock<Arc<ClientStatus>>>,
+    inner: Arc<ArcSwap<ClientStatus>>,
 }
 
 #[derive(Default)]
@@ -223,10 +224,7 @@ impl ClientView {
     }
 
     fn snapshot(&self) -> Arc<ClientStatus> {
-        match self.inner.read() {
-            Ok(g) => Arc::clone(&g),
-            Err(p) => Arc::clone(&p.into_inner()),
-        }
+        self.inner.load_full()
     }
 
     /// Reloads from the store.
@@ -238,11 +236,7 @@ impl ClientView {
             .into_iter()
             .map(|c| (c.client_id.clone(), c))
             .collect();
-        let new = Arc::new(ClientStatus { version, clients });
-        match self.inner.write() {
-            Ok(mut g) => *g = new,
-            Err(p) => *p.into_inner() = new,
-        }
+        self.inner.store(Arc::new(ClientStatus { version, clients }));
         Ok(())
     }
 }

@@ -16,8 +16,9 @@ pub use password::{HashError, PasswordHasher};
 pub use throttle::{LoginThrottle, ThrottlePolicy, Throttled};
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::clock::SharedClock;
@@ -121,7 +122,7 @@ pub struct UserUpdate {
 /// checking a token never queries the database.
 #[derive(Clone, Default)]
 pub struct UserStatusView {
-    inner: Arc<RwLock<Arc<UserStatus>>>,
+    inner: Arc<ArcSwap<UserStatus>>,
 }
 
 #[derive(Default)]
@@ -154,10 +155,7 @@ impl UserStatusView {
     }
 
     fn snapshot(&self) -> Arc<UserStatus> {
-        match self.inner.read() {
-            Ok(g) => Arc::clone(&g),
-            Err(p) => Arc::clone(&p.into_inner()),
-        }
+        self.inner.load_full()
     }
 
     /// Reloads from the store.
@@ -169,11 +167,7 @@ impl UserStatusView {
             .into_iter()
             .map(|u| (u.id.clone(), u))
             .collect();
-        let new = Arc::new(UserStatus { version, users });
-        match self.inner.write() {
-            Ok(mut g) => *g = new,
-            Err(p) => *p.into_inner() = new,
-        }
+        self.inner.store(Arc::new(UserStatus { version, users }));
         Ok(())
     }
 }

@@ -6,7 +6,9 @@
 //! see a half-updated keyset.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -149,33 +151,25 @@ impl KeySource for Keyring {
     }
 }
 
-/// Shared, swappable keyring.
+/// Shared, swappable keyring: readers take the whole snapshot without a
+/// lock, a reload swaps it atomically.
 #[derive(Clone)]
-pub struct KeyringHandle(Arc<RwLock<Arc<Keyring>>>);
+pub struct KeyringHandle(Arc<ArcSwap<Keyring>>);
 
 impl Default for KeyringHandle {
     fn default() -> Self {
-        Self(Arc::new(RwLock::new(Arc::new(Keyring::empty()))))
+        Self(Arc::new(ArcSwap::from_pointee(Keyring::empty())))
     }
 }
 
 impl KeyringHandle {
     /// The current snapshot.
     pub fn get(&self) -> Arc<Keyring> {
-        // A poisoned lock only means a writer panicked mid-swap; the Arc
-        // inside is still a complete snapshot.
-        match self.0.read() {
-            Ok(guard) => Arc::clone(&guard),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+        self.0.load_full()
     }
 
     /// Replaces the snapshot.
     pub fn set(&self, keyring: Keyring) {
-        let new = Arc::new(keyring);
-        match self.0.write() {
-            Ok(mut guard) => *guard = new,
-            Err(poisoned) => *poisoned.into_inner() = new,
-        }
+        self.0.store(Arc::new(keyring));
     }
 }

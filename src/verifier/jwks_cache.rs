@@ -8,17 +8,19 @@
 //! stale-if-error (cached keys keep working up to a maximum staleness while
 //! the endpoint fails; each failed fetch is logged once).
 //!
-//! The hot path ([`JwksCache::key`] with a known `kid`) is a read lock, an
-//! `Arc` clone, a short linear scan and one clock read: no allocation, no
-//! parsing, no contention with a refresh in progress (the refresh builds the
-//! new key set aside and swaps one `Arc`).
+//! The hot path (a known `kid`) is a lock-free snapshot load, an `Arc`
+//! clone, a short linear scan and one clock read: no allocation, no parsing,
+//! no contention with a refresh in progress (the refresh builds the new key
+//! set aside and swaps one `Arc`).
 //!
-//! Must not import anything from the rest of the crate but `super::error`.
+//! Must not import anything from the rest of the crate but `super::error`
+//! and `super::validate`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use jsonwebtoken::jwk::{
     AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, KeyOperations, PublicKeyUse,
 };
@@ -121,7 +123,7 @@ struct RefreshState {
 pub(crate) struct JwksCache {
     fetcher: Option<Fetcher>,
     opts: CacheOptions,
-    snapshot: RwLock<Arc<KeySet>>,
+    snapshot: ArcSwap<KeySet>,
     /// Completed fetch attempts (success or failure), for coalescing.
     attempts: AtomicU64,
     /// Held across a fetch: one fetch at a time (single flight).
@@ -138,12 +140,12 @@ impl JwksCache {
         Ok(JwksCache {
             fetcher: None,
             opts: CacheOptions::default(),
-            snapshot: RwLock::new(Arc::new(KeySet {
+            snapshot: ArcSwap::from_pointee(KeySet {
                 keys,
                 fresh_until: None,
                 usable_until: None,
                 etag: None,
-            })),
+            }),
             attempts: AtomicU64::new(0),
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
             last_error: std::sync::Mutex::new(None),
@@ -174,7 +176,7 @@ impl JwksCache {
         Ok(JwksCache {
             fetcher: Some(fetcher),
             opts,
-            snapshot: RwLock::new(Arc::new(set)),
+            snapshot: ArcSwap::from_pointee(set),
             attempts: AtomicU64::new(1),
             refresh: tokio::sync::Mutex::new(state),
             last_error: std::sync::Mutex::new(None),
@@ -187,20 +189,11 @@ impl JwksCache {
     }
 
     fn current(&self) -> Arc<KeySet> {
-        // A poisoned lock only means a writer panicked between two plain
-        // assignments; the Arc inside is always a complete key set.
-        match self.snapshot.read() {
-            Ok(guard) => Arc::clone(&guard),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+        self.snapshot.load_full()
     }
 
     fn replace(&self, set: KeySet) {
-        let set = Arc::new(set);
-        match self.snapshot.write() {
-            Ok(mut guard) => *guard = set,
-            Err(poisoned) => *poisoned.into_inner() = set,
-        }
+        self.snapshot.store(Arc::new(set));
     }
 
     /// The `kid`s currently cached (for diagnostics).
