@@ -15,8 +15,8 @@ use crate::accounts::{
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::http::{self, HttpState};
-use crate::keys::rotation::{Action, Policy};
-use crate::keys::{KeyError, KeyManager, KeyringHandle, MasterKey, MasterKeyError};
+use crate::keys::rotation::Policy;
+use crate::keys::{KeyError, KeyManager, KeyScheduler, KeyringHandle, MasterKey, MasterKeyError};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::token::{TokenPolicy, Tokens};
@@ -134,11 +134,16 @@ impl Application {
     ) -> Result<Self, AppError> {
         let services = Services::open(&settings, Arc::clone(&clock)).await?;
         let metrics = Arc::new(Metrics::default());
-        // First keys, or the one rotation a server that was down has missed.
-        let run = services.keys.run_scheduled(clock.now()).await?;
-        count_key_changes(&metrics, &run.actions);
         let keyring = KeyringHandle::default();
-        keyring.set(services.keys.load_keyring(clock.now()).await?);
+        let key_schedule = KeyScheduler::new(
+            services.keys.clone(),
+            keyring.clone(),
+            Arc::clone(&metrics),
+            Arc::clone(&clock),
+        );
+        // First keys, or the one rotation a server that was down has missed;
+        // a failure here stops start-up.
+        key_schedule.start().await?;
         services
             .accounts
             .status_view()
@@ -164,6 +169,7 @@ impl Application {
         let state = Arc::new(HttpState {
             store: services.store.clone(),
             keys: services.keys.clone(),
+            key_schedule: key_schedule.clone(),
             keyring: keyring.clone(),
             accounts: services.accounts.clone(),
             clients: services.clients.clone(),
@@ -192,8 +198,7 @@ impl Application {
         let endpoint = poem::EndpointExt::boxed(http::routes(state, &settings.issuer));
         let maintenance = Maintenance {
             services: services.clone(),
-            keyring: keyring.clone(),
-            metrics: Arc::clone(&metrics),
+            key_schedule,
             tokens,
         };
         let background = AbortOnDrop(tokio::spawn(maintenance.clone().run_forever()));
@@ -276,24 +281,13 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Counts rotations, revocations and prunes among applied key actions.
-pub fn count_key_changes(metrics: &Metrics, actions: &[Action]) {
-    let count = |f: fn(&Action) -> bool| actions.iter().filter(|a| f(a)).count() as u64;
-    metrics.key_changes(
-        count(|a| matches!(a, Action::Promote(_))),
-        count(|a| matches!(a, Action::Revoke(_))),
-        count(|a| matches!(a, Action::Prune(_))),
-    );
-}
-
 /// The server's background work: the key schedule (rotation, pruning),
 /// keeping the in-memory views (keyring, users, clients, revocations) in
 /// step with the store, and dropping expired revocations.
 #[derive(Clone)]
 pub struct Maintenance {
     services: Services,
-    keyring: KeyringHandle,
-    metrics: Arc<Metrics>,
+    key_schedule: KeyScheduler,
     tokens: Tokens,
 }
 
@@ -303,7 +297,6 @@ impl Maintenance {
     async fn run_forever(self) {
         let mut interval = tokio::time::interval(POLL_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut announced_postponement = None;
         let mut last_prune = tokio::time::Instant::now();
         loop {
             interval.tick().await;
@@ -315,17 +308,7 @@ impl Maintenance {
                     Err(err) => tracing::warn!(error = %err, "revocation pruning failed"),
                 }
             }
-            let postponed = self.run_once().await;
-            if postponed != announced_postponement {
-                if let Some(until) = postponed {
-                    tracing::warn!(
-                        until = %chrono::DateTime::from_timestamp(until, 0).unwrap_or_default(),
-                        "rotation due but postponed: the next key has not been published \
-                         for KEYTURN_KEY_PREPUBLISH yet"
-                    );
-                }
-                announced_postponement = postponed;
-            }
+            self.run_once().await;
         }
     }
 
@@ -333,17 +316,7 @@ impl Maintenance {
     /// version moved, so changes from the CLI or other instances are seen.
     /// Returns the time a due rotation was postponed to, if any.
     pub async fn run_once(&self) -> Option<i64> {
-        let services = &self.services;
-        let postponed = match services.keys.run_scheduled(services.clock.now()).await {
-            Ok(run) => {
-                count_key_changes(&self.metrics, &run.actions);
-                run.postponed_until
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "scheduled key maintenance failed");
-                None
-            }
-        };
+        let postponed = self.key_schedule.run_scheduled().await;
         self.poll_store().await;
         postponed
     }
@@ -357,15 +330,7 @@ impl Maintenance {
                 return;
             }
         };
-        if versions.keys != self.keyring.get().version {
-            match services.keys.load_keyring(services.clock.now()).await {
-                Ok(new) => {
-                    tracing::info!(version = new.version, "keyset changed; keyring reloaded");
-                    self.keyring.set(new);
-                }
-                Err(err) => tracing::error!(error = %err, "keyring reload failed"),
-            }
-        }
+        self.key_schedule.follow_store(versions.keys).await;
         let users = services.accounts.status_view();
         if versions.users != users.version()
             && let Err(err) = users.reload(&services.store).await

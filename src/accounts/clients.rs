@@ -236,7 +236,8 @@ impl ClientView {
             .into_iter()
             .map(|c| (c.client_id.clone(), c))
             .collect();
-        self.inner.store(Arc::new(ClientStatus { version, clients }));
+        self.inner
+            .store(Arc::new(ClientStatus { version, clients }));
         Ok(())
     }
 }

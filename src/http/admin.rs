@@ -13,8 +13,6 @@ use super::auth::BearerAuth;
 use super::error::{NO_CACHE, NO_STORE};
 use super::{ApiError, ApiTags, HttpState};
 use crate::accounts::{Client, NewClient, User, UserUpdate};
-use crate::app::count_key_changes;
-use crate::keys::rotation::Action;
 use crate::keys::{KeyInfo, KeysetInfo};
 
 /// A key as operators see it: never private material.
@@ -255,14 +253,10 @@ impl AdminApi {
         Self { state }
     }
 
-    /// After a key change: count it, reload this instance's keyring at once
-    /// (others follow within a second), and answer with the new keyset.
-    async fn after_key_change(&self, actions: &[Action]) -> Result<Json<KeyList>, ApiError> {
-        count_key_changes(&self.state.metrics, actions);
+    /// The keyset after a change (this instance already signs with it;
+    /// others follow within a second).
+    async fn key_list(&self) -> Result<Json<KeyList>, ApiError> {
         let now = self.state.clock.now();
-        self.state
-            .keyring
-            .set(self.state.keys.load_keyring(now).await?);
         Ok(Json(self.state.keys.list(now).await?.into()))
     }
 }
@@ -290,13 +284,9 @@ impl AdminApi {
         #[oai(default)] force: Query<bool>,
     ) -> Result<Json<KeyList>, ApiError> {
         let admin = auth.admin(&self.state.tokens)?;
-        let actions = self
-            .state
-            .keys
-            .rotate(self.state.clock.now(), force.0)
-            .await?;
+        self.state.key_schedule.rotate(force.0).await?;
         tracing::info!(audit = "rotation_requested", by = %admin.sub, force = force.0, "manual rotation");
-        self.after_key_change(&actions).await
+        self.key_list().await
     }
 
     /// Revoke a key (emergency).
@@ -311,13 +301,9 @@ impl AdminApi {
         kid: Path<String>,
     ) -> Result<Json<KeyList>, ApiError> {
         let admin = auth.admin(&self.state.tokens)?;
-        let actions = self
-            .state
-            .keys
-            .revoke(&kid.0, self.state.clock.now())
-            .await?;
+        self.state.key_schedule.revoke(&kid.0).await?;
         tracing::warn!(audit = "revocation_requested", by = %admin.sub, kid = %kid.0, "key revoked");
-        self.after_key_change(&actions).await
+        self.key_list().await
     }
 
     /// Every user.

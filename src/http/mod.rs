@@ -24,7 +24,7 @@ use poem_openapi::{OpenApiService, Tags};
 
 use crate::accounts::{Accounts, Clients, LoginThrottle};
 use crate::clock::SharedClock;
-use crate::keys::{KeyManager, KeyringHandle};
+use crate::keys::{KeyManager, KeyScheduler, KeyringHandle};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::token::Tokens;
@@ -39,6 +39,8 @@ pub struct HttpState {
     pub store: Store,
     /// Key operations.
     pub keys: KeyManager,
+    /// This instance's key schedule: manual rotation and revocation.
+    pub key_schedule: KeyScheduler,
     /// The live keyring.
     pub keyring: KeyringHandle,
     /// User operations.

@@ -1,18 +1,21 @@
 //! Signing keys: their states, material, sealing at rest, and the in-memory
 //! keyring the server signs and verifies with.
 //!
-//! Owns the key lifecycle's vocabulary (SPEC §4). Calls `store` for
-//! persistence; never imports `http`, `cli` or `token`.
+//! Owns the key lifecycle's vocabulary (SPEC §4) and its schedule
+//! (`scheduler`). Calls `store` for persistence and `metrics` for counts;
+//! never imports `http`, `cli`, `app` or `token`.
 
 mod keyring;
 mod manager;
 mod material;
 pub mod rotation;
+mod scheduler;
 mod seal;
 
 pub use keyring::{Jwks, Keyring, KeyringHandle, VerifyingKey};
 pub use manager::{KeyInfo, KeyManager, KeysetInfo, ScheduledRun};
 pub use material::{PublicJwk, SigningKey};
+pub use scheduler::KeyScheduler;
 pub use seal::{MasterKey, MasterKeyError};
 
 use std::fmt;
