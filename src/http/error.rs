@@ -295,7 +295,6 @@ impl From<GrantError> for OAuthError {
     fn from(err: GrantError) -> Self {
         match err {
             GrantError::InvalidGrant(_) => Self::bad_request("invalid_grant", err.to_string()),
-            GrantError::ClientAuthenticationRequired => Self::invalid_client(err.to_string()),
             GrantError::UnauthorizedClient(_) => {
                 Self::bad_request("unauthorized_client", err.to_string())
             }

@@ -397,11 +397,11 @@ impl OAuthApi {
 
     /// Token revocation (RFC 7009), by the client the token was issued to.
     ///
-    /// A refresh token revokes its whole family and the access tokens issued
-    /// with it; an access token is refused by keyturn (its routes and
+    /// A revoked access token is refused by keyturn (its routes and
     /// introspection) until it expires. Unknown, invalid and expired tokens,
     /// and tokens of other clients, including first-party tokens from
-    /// `/login` (use `POST /logout` for those), are left alone with 200.
+    /// `/login` (every refresh token is one; use `POST /logout` for those),
+    /// are left alone with 200.
     #[oai(path = "/oauth/revoke", method = "post")]
     async fn revoke(
         &self,

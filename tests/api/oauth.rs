@@ -1,6 +1,7 @@
 //! `POST /oauth/token`: the refresh_token grant (rotation, reuse
-//! detection, expiry, user changes), client_credentials (both client
-//! authentication methods, scopes, audience) and every RFC 6749 §5.2 error.
+//! detection, expiry, user changes, first-party only), client_credentials
+//! (both client authentication methods, scopes, audience) and every RFC 6749
+//! §5.2 error.
 
 use serde_json::{Value, json};
 
@@ -449,72 +450,68 @@ async fn per_client_audience() {
 }
 
 #[tokio::test]
-async fn a_registered_clients_refresh_token_needs_that_client() {
-    use keyturn::store::RefreshTokenRow;
+async fn refresh_tokens_are_first_party_only() {
     let app = spawn_app().await;
     app.create_user("alice", &[]).await;
-    let user = app.services.accounts.get("alice").await.unwrap();
+    let (_, refresh) = app.login_tokens("alice").await;
     let web = app
-        .create_client_with("web", &["profile"], Some(&["refresh_token"]), None)
+        .create_client_with("web", &[], Some(&["refresh_token"]), None)
         .await;
-    let other = app
-        .create_client_with("other", &[], Some(&["refresh_token"]), None)
-        .await;
-    // keyturn issues refresh tokens only to /login today; a registered
-    // client's family is planted in the store as a future grant would.
-    let now = app.clock_now();
-    let planted = "planted-refresh-token-for-the-web-client-000";
-    app.services
-        .store
-        .insert_refresh_token(&RefreshTokenRow {
-            token_hash: keyturn::token::hash_refresh_token(planted),
-            family_id: "web-family".into(),
-            user_id: Some(user.id.clone()),
-            client_id: "web".into(),
-            scope: "profile".into(),
-            access_jti: "planted-jti".into(),
-            issued_at: now,
-            expires_at: now + 3600,
-        })
-        .await
-        .unwrap();
-    app.clock.advance(1);
 
-    // No client authentication: invalid_client.
-    assert_oauth_error(app.refresh(planted).await, 401, "invalid_client").await;
-    // Another client: invalid_grant.
-    let form = [("grant_type", "refresh_token"), ("refresh_token", planted)];
-    let response = app
-        .post_form("/oauth/token", &form, Some(("other", &other)))
+    // client_credentials never comes with a refresh token (RFC 6749 §4.4.3),
+    // even for a client allowed the refresh_token grant.
+    let both = app
+        .create_client_with(
+            "both",
+            &[],
+            Some(&["client_credentials", "refresh_token"]),
+            None,
+        )
         .await;
-    assert_oauth_error(response, 400, "invalid_grant").await;
-    // Its own client: rotated.
+    let response = app.client_credentials("both", &both, None).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert!(body.get("refresh_token").is_none(), "{body}");
+
+    // A registered client presenting a first-party refresh token, by either
+    // authentication method: invalid_grant, and the token is not spent.
+    let form = [("grant_type", "refresh_token"), ("refresh_token", &refresh)];
     let response = app
         .post_form("/oauth/token", &form, Some(("web", &web)))
+        .await;
+    assert_oauth_error(response, 400, "invalid_grant").await;
+    let response = app
+        .post_form(
+            "/oauth/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+                ("client_id", "web"),
+                ("client_secret", &web),
+            ],
+            None,
+        )
+        .await;
+    assert_oauth_error(response, 400, "invalid_grant").await;
+
+    // `client_id=first-party` without a secret names the public first-party
+    // client: the same as no client authentication.
+    let response = app
+        .post_form(
+            "/oauth/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+                ("client_id", "first-party"),
+            ],
+            None,
+        )
         .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    let claims = segment(body["access_token"].as_str().unwrap(), 1);
-    assert_eq!(claims["client_id"], "web");
-    assert_eq!(claims["sub"], user.id.as_str());
-    assert_eq!(claims["scope"], "profile");
-    let next = body["refresh_token"].as_str().unwrap().to_owned();
-
-    // The client revokes its refresh token: the family is gone.
-    let response = app
-        .post_form("/oauth/revoke", &[("token", &next)], Some(("web", &web)))
-        .await;
-    assert_eq!(response.status(), 200);
-    let form = [
-        ("grant_type", "refresh_token"),
-        ("refresh_token", next.as_str()),
-    ];
-    let response = app
-        .post_form("/oauth/token", &form, Some(("web", &web)))
-        .await;
-    assert_oauth_error(response, 400, "invalid_grant").await;
-    assert_eq!(
-        profile_status(&app, body["access_token"].as_str().unwrap()).await,
-        401
-    );
+    let access = body["access_token"].as_str().unwrap();
+    let claims = segment(access, 1);
+    assert_eq!(claims["client_id"], "first-party");
+    assert_eq!(claims["aud"], "keyturn");
+    app.refreshed(body["refresh_token"].as_str().unwrap()).await;
 }
