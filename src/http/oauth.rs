@@ -23,8 +23,33 @@ use serde::Deserialize;
 use super::auth::BearerAuth;
 use super::error::{NO_CACHE, NO_STORE, OAuthError};
 use super::{ApiError, ApiTags, HttpState};
-use crate::accounts::{Client, ClientCredentials};
+use crate::accounts::{Client, ClientCredentials, GrantType};
+use crate::metrics::IssuedBy;
 use crate::token::{FIRST_PARTY_CLIENT, Introspection};
+
+/// Every grant of `POST /oauth/token`, in the order the discovery document
+/// lists them.
+pub const GRANT_TYPES: [GrantType; 2] = [GrantType::ClientCredentials, GrantType::RefreshToken];
+
+// A new `GrantType` variant stops this from compiling: give it the next
+// index here, list it in `GRANT_TYPES`, and dispatch it in `OAuthApi::token`
+// (whose match fails to compile too).
+const _: () = {
+    const fn index(grant: GrantType) -> usize {
+        match grant {
+            GrantType::ClientCredentials => 0,
+            GrantType::RefreshToken => 1,
+        }
+    }
+    let mut i = 0;
+    while i < GRANT_TYPES.len() {
+        assert!(
+            index(GRANT_TYPES[i]) == i,
+            "GRANT_TYPES lists every grant once, by index"
+        );
+        i += 1;
+    }
+};
 
 /// A registered client's `client_id` and `client_secret` (HTTP Basic,
 /// `client_secret_basic`). Alternatively send them in the form body
@@ -353,35 +378,35 @@ impl OAuthApi {
         let presented = presented_client(req, form.client_id, form.client_secret)?;
         let client = self.client(presented).await?;
         let scope = form.scope.as_deref();
-        let issued = match form.grant_type.as_str() {
+        let grant = match form.grant_type.as_str() {
             "" => return Err(OAuthError::invalid_request("grant_type is required")),
-            "client_credentials" => {
+            name => name.parse::<GrantType>().map_err(|_| {
+                let names: Vec<&str> = GRANT_TYPES.iter().map(|g| g.as_str()).collect();
+                OAuthError::unsupported_grant_type(format!(
+                    "supported grant types: {}",
+                    names.join(", ")
+                ))
+            })?,
+        };
+        let issued = match grant {
+            GrantType::ClientCredentials => {
                 let client = client.ok_or_else(|| {
                     OAuthError::invalid_client(
                         "client authentication is required for the client_credentials grant",
                     )
                 })?;
-                let issued = self.state.tokens.client_credentials(&client, scope).await?;
-                self.state.metrics.token_issued("client_credentials");
-                issued
+                self.state.tokens.client_credentials(&client, scope).await?
             }
-            "refresh_token" => {
+            GrantType::RefreshToken => {
                 let token = non_empty(form.refresh_token)
                     .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
-                let issued = self
-                    .state
+                self.state
                     .tokens
                     .refresh(&token, client.as_ref(), scope)
-                    .await?;
-                self.state.metrics.token_issued("refresh_token");
-                issued
-            }
-            _ => {
-                return Err(OAuthError::unsupported_grant_type(
-                    "supported grant types: client_credentials, refresh_token",
-                ));
+                    .await?
             }
         };
+        self.state.metrics.token_issued(IssuedBy::Grant(grant));
         Ok(TokenResponse::Ok(
             Json(GrantBody {
                 access_token: issued.access_token,
@@ -517,5 +542,27 @@ mod tests {
             header::HeaderValue::from_str(&format!("basic {}", STANDARD_NO_PAD.encode("a:b")))
                 .unwrap();
         assert_eq!(parse_basic(&lower).unwrap().id, "a");
+    }
+
+    #[test]
+    fn every_grant_type_is_listed_once() {
+        let names: Vec<&str> = GRANT_TYPES.iter().map(|g| g.as_str()).collect();
+        assert_eq!(names, ["client_credentials", "refresh_token"]);
+        for grant in GRANT_TYPES {
+            assert_eq!(grant.as_str().parse::<GrantType>().unwrap(), grant);
+        }
+    }
+
+    #[test]
+    fn every_grant_type_has_a_metrics_label() {
+        let labels: Vec<&str> = IssuedBy::ALL.iter().map(|by| by.label()).collect();
+        assert!(labels.contains(&"login"));
+        for grant in GRANT_TYPES {
+            assert!(
+                IssuedBy::ALL.contains(&IssuedBy::Grant(grant)),
+                "{grant} is counted in keyturn_tokens_issued_total"
+            );
+        }
+        assert_eq!(labels.len(), 1 + GRANT_TYPES.len());
     }
 }

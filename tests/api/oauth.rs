@@ -515,3 +515,36 @@ async fn refresh_tokens_are_first_party_only() {
     assert_eq!(claims["aud"], "keyturn");
     app.refreshed(body["refresh_token"].as_str().unwrap()).await;
 }
+
+#[tokio::test]
+async fn tokens_issued_are_counted_by_grant() {
+    let app = spawn_app().await;
+    let secret = app.create_client("svc", &[]).await;
+    app.create_user("alice", &[]).await;
+    let (_, r1) = app.login_tokens("alice").await;
+    let (_, r2) = app.refreshed(&r1).await;
+    app.refreshed(&r2).await;
+    for _ in 0..3 {
+        app.client_token("svc", &secret).await;
+    }
+    // Refused requests count nothing.
+    assert_invalid_grant(&app, &r1, "reused").await;
+    let response = app
+        .post_form("/oauth/token", &[("grant_type", "password")], None)
+        .await;
+    assert_oauth_error(response, 400, "unsupported_grant_type").await;
+
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    let issued: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("keyturn_tokens_issued_total{"))
+        .collect();
+    assert_eq!(
+        issued,
+        [
+            "keyturn_tokens_issued_total{grant=\"login\"} 1",
+            "keyturn_tokens_issued_total{grant=\"refresh_token\"} 2",
+            "keyturn_tokens_issued_total{grant=\"client_credentials\"} 3",
+        ]
+    );
+}
