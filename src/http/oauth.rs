@@ -80,7 +80,12 @@ pub enum ClientAuth {
     Body,
 }
 
-/// A token request (RFC 6749 §4.4 and §6), form-encoded.
+// Decoded by serde_urlencoded (through poem-openapi's `Form`): serde's
+// duplicate-field check refuses a repeated parameter, and a `%` not followed
+// by two hex digits is kept literally.
+/// A token request (RFC 6749 §4.4 and §6), form-encoded. A repeated
+/// parameter is `invalid_request` (RFC 6749 §3.2); unknown parameters are
+/// ignored.
 #[derive(Object, Deserialize)]
 pub struct TokenForm {
     /// `client_credentials` or `refresh_token`.
@@ -229,25 +234,28 @@ enum Presented {
     Secret(ClientCredentials),
 }
 
-/// Decodes `application/x-www-form-urlencoded` text (`+` is a space).
+/// Decodes one `application/x-www-form-urlencoded` value (`+` is a
+/// space; RFC 6749 Appendix B) with serde_urlencoded. Stricter than that
+/// decoder, as befits credentials: a `%` not followed by two hex digits, a
+/// raw `&` (which would split the value) and bytes that are not UTF-8 make
+/// the value malformed rather than being kept or replaced.
 fn form_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct One {
+        v: String,
     }
-    String::from_utf8(out).ok()
+    let escapes_well_formed = text.split('%').skip(1).all(|after| {
+        after
+            .get(..2)
+            .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    if !escapes_well_formed {
+        return None;
+    }
+    let One { v } = serde_urlencoded::from_str(&format!("v={text}")).ok()?;
+    // serde_urlencoded replaces invalid UTF-8 with U+FFFD.
+    (!v.contains(char::REPLACEMENT_CHARACTER)).then_some(v)
 }
 
 /// RFC 6749 §2.3.1: `Basic base64(urlencode(id) ":" urlencode(secret))`.
@@ -542,6 +550,29 @@ mod tests {
             header::HeaderValue::from_str(&format!("basic {}", STANDARD_NO_PAD.encode("a:b")))
                 .unwrap();
         assert_eq!(parse_basic(&lower).unwrap().id, "a");
+    }
+
+    #[test]
+    fn malformed_basic_encodings_are_refused_as_before() {
+        let encode = |s: &str| {
+            header::HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(s))).unwrap()
+        };
+        // What the hand-rolled decoder of bbd6ef6 refused stays refused...
+        for malformed in ["svc:%zz", "svc:%4", "svc:abc%", "%ff:x", "svc:%C3%28"] {
+            assert!(parse_basic(&encode(malformed)).is_none(), "{malformed}");
+        }
+        // A raw `&` separates form values: refused now, where bbd6ef6 kept
+        // it (no client id or generated secret has one: 401 either way).
+        assert!(parse_basic(&encode("a&b:x")).is_none());
+        assert!(parse_basic(&encode("svc:x&v=y")).is_none());
+        // ...and what it accepted is decoded the same.
+        let c = parse_basic(&encode("svc:a=b%3D+%2Bc")).unwrap();
+        assert_eq!(c.secret.expose_secret(), "a=b= +c");
+        let c = parse_basic(&encode("svc:")).unwrap();
+        assert_eq!(c.secret.expose_secret(), "");
+        let c = parse_basic(&encode("caf%C3%A9:%26")).unwrap();
+        assert_eq!(c.id, "café");
+        assert_eq!(c.secret.expose_secret(), "&");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `POST /oauth/token`: the refresh_token grant (rotation, reuse
 //! detection, expiry, user changes, first-party only), client_credentials
-//! (both client authentication methods, scopes, audience) and every RFC 6749
-//! §5.2 error.
+//! (both client authentication methods, scopes, audience), form decoding,
+//! the per-grant metrics and every RFC 6749 §5.2 error.
 
 use serde_json::{Value, json};
 
@@ -514,6 +514,95 @@ async fn refresh_tokens_are_first_party_only() {
     assert_eq!(claims["client_id"], "first-party");
     assert_eq!(claims["aud"], "keyturn");
     app.refreshed(body["refresh_token"].as_str().unwrap()).await;
+}
+
+/// Posts a raw `application/x-www-form-urlencoded` body.
+async fn post_raw_form(
+    app: &TestApp,
+    body: String,
+    basic: Option<(&str, &str)>,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url("/oauth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    if let Some((id, secret)) = basic {
+        request = request.basic_auth(id, Some(secret));
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn form_bodies_decode_as_before() {
+    let app = spawn_app().await;
+    let secret = app.create_client("svc", &["read", "write"]).await;
+    let svc = Some(("svc", secret.as_str()));
+    app.create_user("alice", &[]).await;
+    let (_, refresh) = app.login_tokens("alice").await;
+
+    // Every parameter, repeated: invalid_request (RFC 6749 §3.2), even with
+    // the same value twice.
+    for body in [
+        "grant_type=client_credentials&grant_type=client_credentials".to_owned(),
+        "grant_type=client_credentials&scope=read&scope=write".to_owned(),
+        format!("grant_type=refresh_token&refresh_token={refresh}&refresh_token={refresh}"),
+        format!("grant_type=client_credentials&client_id=svc&client_id=svc&client_secret={secret}"),
+        format!(
+            "grant_type=client_credentials&client_id=svc&client_secret={secret}&client_secret={secret}"
+        ),
+    ] {
+        let response = post_raw_form(&app, body.clone(), None).await;
+        assert_oauth_error(response, 400, "invalid_request").await;
+    }
+
+    // Percent-escapes and `+` are decoded; unknown parameters are ignored.
+    let response = post_raw_form(
+        &app,
+        "grant_type=client%5Fcredentials&scope=write+read&colour=blue".into(),
+        svc,
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["scope"], "read write");
+
+    // A `%` without two hex digits, or bytes that are not UTF-8, are kept
+    // (as `%` and U+FFFD): the value is then simply wrong.
+    for grant in ["client_credentials%zz", "client_credentials%", "%FF"] {
+        let response = post_raw_form(&app, format!("grant_type={grant}"), svc).await;
+        assert_oauth_error(response, 400, "unsupported_grant_type").await;
+    }
+    let response = post_raw_form(
+        &app,
+        format!("grant_type=client_credentials&client_id=svc&client_secret={secret}%zz"),
+        None,
+    )
+    .await;
+    assert_oauth_error(response, 401, "invalid_client").await;
+    let response = post_raw_form(
+        &app,
+        format!("grant_type=refresh_token&refresh_token={refresh}%"),
+        None,
+    )
+    .await;
+    assert_oauth_error(response, 400, "invalid_grant").await;
+
+    // A malformed escape in HTTP Basic credentials is a malformed header.
+    for (id, secret) in [("svc", format!("{secret}%zz")), ("s%vc", secret.clone())] {
+        let response = post_raw_form(
+            &app,
+            "grant_type=client_credentials".into(),
+            Some((id, &secret)),
+        )
+        .await;
+        assert_eq!(response.status(), 401);
+        let text = response.text().await.unwrap();
+        assert!(text.contains("not valid HTTP Basic"), "{text}");
+    }
+
+    // None of that spent the refresh token.
+    app.refreshed(&refresh).await;
 }
 
 #[tokio::test]
