@@ -4,14 +4,59 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Grants tokens are issued by (label `grant`).
-pub const GRANTS: [&str; 3] = ["login", "refresh_token", "client_credentials"];
+use crate::accounts::GrantType;
+
+/// What issued an access token: the `grant` label of
+/// `keyturn_tokens_issued_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuedBy {
+    /// `POST /login` (label `login`).
+    Login,
+    /// A grant of `POST /oauth/token` (label: its RFC 6749 name).
+    Grant(GrantType),
+}
+
+impl IssuedBy {
+    /// Every label, in exposition order.
+    pub const ALL: [Self; 3] = [
+        Self::Login,
+        Self::Grant(GrantType::RefreshToken),
+        Self::Grant(GrantType::ClientCredentials),
+    ];
+
+    /// The `grant` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Login => "login",
+            Self::Grant(grant) => grant.as_str(),
+        }
+    }
+}
+
+/// One counter per [`IssuedBy`]; the match makes a new grant type a
+/// compile error here until it has its counter.
+#[derive(Debug, Default)]
+struct TokensIssued {
+    login: AtomicU64,
+    client_credentials: AtomicU64,
+    refresh_token: AtomicU64,
+}
+
+impl TokensIssued {
+    fn counter(&self, by: IssuedBy) -> &AtomicU64 {
+        match by {
+            IssuedBy::Login => &self.login,
+            IssuedBy::Grant(GrantType::ClientCredentials) => &self.client_credentials,
+            IssuedBy::Grant(GrantType::RefreshToken) => &self.refresh_token,
+        }
+    }
+}
 
 /// The server's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
     requests_by_class: [AtomicU64; 5],
-    tokens_issued: [AtomicU64; GRANTS.len()],
+    tokens_issued: TokensIssued,
     login_failures: AtomicU64,
     rotations: AtomicU64,
     revocations: AtomicU64,
@@ -26,10 +71,10 @@ impl Metrics {
     }
 
     /// Counts an issued access token.
-    pub fn token_issued(&self, grant: &str) {
-        if let Some(i) = GRANTS.iter().position(|g| *g == grant) {
-            self.tokens_issued[i].fetch_add(1, Ordering::Relaxed);
-        }
+    pub fn token_issued(&self, by: IssuedBy) {
+        self.tokens_issued
+            .counter(by)
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a failed login.
@@ -67,11 +112,12 @@ impl Metrics {
             "# HELP keyturn_tokens_issued_total Access tokens issued, by grant."
         );
         let _ = writeln!(out, "# TYPE keyturn_tokens_issued_total counter");
-        for (grant, counter) in GRANTS.iter().zip(&self.tokens_issued) {
+        for by in IssuedBy::ALL {
             let _ = writeln!(
                 out,
-                "keyturn_tokens_issued_total{{grant=\"{grant}\"}} {}",
-                load(counter)
+                "keyturn_tokens_issued_total{{grant=\"{}\"}} {}",
+                by.label(),
+                load(self.tokens_issued.counter(by))
             );
         }
         for (name, help, counter) in [
@@ -109,5 +155,34 @@ impl Metrics {
             let _ = writeln!(out, "keyturn_current_key_age_seconds {age}");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_issuer_has_its_own_label_and_counter() {
+        let metrics = Metrics::default();
+        metrics.token_issued(IssuedBy::Login);
+        metrics.token_issued(IssuedBy::Grant(GrantType::RefreshToken));
+        metrics.token_issued(IssuedBy::Grant(GrantType::RefreshToken));
+        for _ in 0..3 {
+            metrics.token_issued(IssuedBy::Grant(GrantType::ClientCredentials));
+        }
+        let text = metrics.render(None);
+        let issued: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("keyturn_tokens_issued_total{"))
+            .collect();
+        assert_eq!(
+            issued,
+            [
+                "keyturn_tokens_issued_total{grant=\"login\"} 1",
+                "keyturn_tokens_issued_total{grant=\"refresh_token\"} 2",
+                "keyturn_tokens_issued_total{grant=\"client_credentials\"} 3",
+            ]
+        );
     }
 }

@@ -9,10 +9,23 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use secrecy::{ExposeSecret as _, SecretString};
 use tokio::sync::Semaphore;
 
-/// Hashing could not run (a worker died); never a wrong password.
+/// Hashing could not run; never a wrong password. Each variant keeps its
+/// cause as the error's source.
 #[derive(Debug, thiserror::Error)]
-#[error("password hashing failed: {0}")]
-pub struct HashError(String);
+pub enum HashError {
+    /// The argon2 parameters were refused.
+    #[error("password hashing failed: invalid argon2 parameters")]
+    Params(#[source] argon2::Error),
+    /// argon2 could not hash the password.
+    #[error("password hashing failed")]
+    Hash(#[source] argon2::password_hash::Error),
+    /// The hashing pool was shut down.
+    #[error("password hashing failed: the hashing pool is closed")]
+    Closed(#[from] tokio::sync::AcquireError),
+    /// The blocking worker panicked or was cancelled.
+    #[error("password hashing failed: the hashing worker died")]
+    Worker(#[from] tokio::task::JoinError),
+}
 
 /// argon2id hasher with bounded concurrency.
 #[derive(Clone)]
@@ -28,7 +41,7 @@ impl PasswordHasher {
     /// OWASP minimum: m=19456 KiB, t=2, p=1. Concurrency is one below the
     /// core count (at least one), leaving a core for the reactor.
     pub fn owasp() -> Result<Self, HashError> {
-        let params = Params::new(19_456, 2, 1, None).map_err(|e| HashError(e.to_string()))?;
+        let params = Params::new(19_456, 2, 1, None).map_err(HashError::Params)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self::with(params, cores.saturating_sub(1).max(1))
     }
@@ -77,14 +90,8 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| HashError(e.to_string()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| HashError(e.to_string()))
+        let _permit = self.permits.acquire().await?;
+        Ok(tokio::task::spawn_blocking(work).await?)
     }
 }
 
@@ -93,7 +100,7 @@ fn hash_blocking(params: &Params, password: &[u8]) -> Result<String, HashError> 
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
         .hash_password(password, &salt)
         .map(|h| h.to_string())
-        .map_err(|e| HashError(e.to_string()))
+        .map_err(HashError::Hash)
 }
 
 #[cfg(test)]
@@ -117,5 +124,21 @@ mod tests {
                 .unwrap()
         );
         assert!(!hasher.verify(&pw, None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn failures_keep_their_cause() {
+        use std::error::Error as _;
+        let hasher = PasswordHasher::owasp().unwrap();
+        hasher.permits.close();
+        let err = hasher.hash(&SecretString::from("pw")).await.unwrap_err();
+        assert!(matches!(err, HashError::Closed(_)), "{err:?}");
+        assert!(err.source().is_some(), "the semaphore's error is kept");
+
+        let hasher = PasswordHasher::owasp().unwrap();
+        let dies = || -> u8 { panic!("worker died") };
+        let err = hasher.run(dies).await.unwrap_err();
+        assert!(matches!(err, HashError::Worker(_)), "{err:?}");
+        assert!(err.source().is_some(), "the join error is kept");
     }
 }

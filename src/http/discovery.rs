@@ -8,6 +8,7 @@ use std::sync::Arc;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
+use super::oauth::GRANT_TYPES;
 use super::{ApiTags, HttpState};
 
 const CLIENT_AUTH_METHODS: [&str; 2] = ["client_secret_basic", "client_secret_post"];
@@ -75,7 +76,7 @@ impl DiscoveryApi {
             introspection_endpoint: url("/oauth/introspect"),
             service_documentation: url("/docs"),
             issuer,
-            grant_types_supported: vec!["client_credentials".into(), "refresh_token".into()],
+            grant_types_supported: GRANT_TYPES.iter().map(|g| g.as_str().to_owned()).collect(),
             response_types_supported: Vec::new(),
             token_endpoint_auth_methods_supported: methods(),
             revocation_endpoint_auth_methods_supported: methods(),

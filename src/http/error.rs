@@ -1,10 +1,19 @@
 //! The one place that decides status codes and error bodies.
 //!
-//! Handlers return `Result<_, ApiError>`; domain errors convert into
-//! `ApiError` here. Errors raised by poem itself (bad JSON, wrong content
-//! type, missing bearer, unknown route, oversized body) pass through
+//! Every domain error is classified once, by its [`Classify`] impl below
+//! (the table), into a [`Failure`]: the status, the error code, a
+//! description safe to show, and, for the server's own failures only, the
+//! source chain to log. Both renderers take a `Failure`: [`ApiError`] for
+//! every route, [`OAuthError`] for the OAuth endpoints, which add
+//! `Cache-Control: no-store` and answer every client error but 401 with 400
+//! (RFC 6749 §5.2). So a failure gets the same code wherever it surfaces,
+//! and a client's mistake is never a 500.
+//!
+//! Errors raised by poem itself (bad JSON, wrong content type, missing
+//! bearer, unknown route, oversized body) pass through
 //! [`render_poem_error`] so every error has the SPEC's JSON shape.
-//! Clients get a safe description; logs get the source chain.
+
+use std::fmt::Display;
 
 use poem::http::{HeaderValue, StatusCode, header};
 use poem::{IntoResponse as _, Response};
@@ -50,6 +59,233 @@ fn body(error: &str, description: impl Into<String>) -> Json<ErrorBody> {
     })
 }
 
+/// What kind of answer a failure gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// 400: the request is malformed or breaks a rule.
+    BadRequest,
+    /// 401, with this `WWW-Authenticate` challenge.
+    Unauthorized(Challenge),
+    /// 403: a valid bearer token without the needed role.
+    Forbidden,
+    /// 404.
+    NotFound,
+    /// 409: exists already, or conflicts with the resource's state.
+    Conflict,
+    /// 429, with `Retry-After`.
+    TooManyRequests {
+        /// Seconds until the next attempt may succeed.
+        retry_after: i64,
+    },
+    /// 503: not ready (store unreachable, no signing key).
+    Unavailable,
+    /// 500: the server's own failure; the cause is logged, never sent.
+    Internal,
+}
+
+/// The `WWW-Authenticate` challenge of a 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// None (a failed login: there is nothing to retry with).
+    None,
+    /// `Bearer error="invalid_token"`.
+    Bearer,
+    /// `Basic realm="keyturn"`: retry with client authentication.
+    Basic,
+}
+
+impl Challenge {
+    fn header(self) -> Option<&'static str> {
+        match self {
+            Self::None => None,
+            Self::Bearer => Some(BEARER_INVALID_TOKEN),
+            Self::Basic => Some(BASIC_CLIENT_REALM),
+        }
+    }
+}
+
+/// A classified failure: how to answer it, and what to log.
+#[derive(Debug)]
+pub struct Failure {
+    status: Status,
+    code: &'static str,
+    description: String,
+    /// The source chain of a server failure; logged when rendered.
+    cause: Option<String>,
+}
+
+impl Failure {
+    /// A failure answered with `status`, `code` and a safe description.
+    pub fn new(status: Status, code: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            description: description.into(),
+            cause: None,
+        }
+    }
+
+    /// As [`Failure::new`], described by a domain error's display text
+    /// (safe to show, by each domain error's contract).
+    fn of(status: Status, code: &'static str, err: &impl Display) -> Self {
+        Self::new(status, code, err.to_string())
+    }
+
+    /// 500 `server_error`: the client learns nothing, the log gets the
+    /// cause with its whole source chain.
+    pub fn internal(cause: &dyn std::error::Error) -> Self {
+        Self {
+            cause: Some(error_chain(cause)),
+            ..Self::new(Status::Internal, "server_error", "internal server error")
+        }
+    }
+
+    /// Logs a server failure's cause; called once, when rendered.
+    fn log(&self) {
+        if let Some(cause) = &self.cause {
+            tracing::error!(error = %cause, "internal error");
+        }
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A domain error's place in the table: how the HTTP API answers it.
+pub trait Classify {
+    /// The answer to this error.
+    fn classify(&self) -> Failure;
+}
+
+// The table. Every arm is explicit, so a new variant is a compile error
+// here until someone decides whose mistake it is.
+
+impl Classify for Throttled {
+    fn classify(&self) -> Failure {
+        Failure::new(
+            Status::TooManyRequests {
+                retry_after: self.retry_after,
+            },
+            "too_many_requests",
+            format!(
+                "too many failed logins; retry in {} seconds",
+                self.retry_after
+            ),
+        )
+    }
+}
+
+impl Classify for AccountError {
+    fn classify(&self) -> Failure {
+        match self {
+            Self::InvalidCredentials => {
+                Failure::of(Status::Unauthorized(Challenge::None), "invalid_grant", self)
+            }
+            Self::InvalidUsername | Self::InvalidPassword | Self::InvalidRole => {
+                Failure::of(Status::BadRequest, "invalid_request", self)
+            }
+            Self::UsernameTaken => Failure::of(Status::Conflict, "conflict", self),
+            Self::NotFound => Failure::of(Status::NotFound, "not_found", self),
+            Self::Hash(_) | Self::Store(_) => Failure::internal(self),
+        }
+    }
+}
+
+impl Classify for ClientError {
+    fn classify(&self) -> Failure {
+        match self {
+            Self::InvalidClientId
+            | Self::ReservedClientId
+            | Self::InvalidScope
+            | Self::InvalidAudience
+            | Self::InvalidGrantType => Failure::of(Status::BadRequest, "invalid_request", self),
+            Self::ClientIdTaken => Failure::of(Status::Conflict, "conflict", self),
+            Self::NotFound => Failure::of(Status::NotFound, "not_found", self),
+            Self::InvalidCredentials => Failure::of(
+                Status::Unauthorized(Challenge::Basic),
+                "invalid_client",
+                self,
+            ),
+            Self::Random | Self::Store(_) => Failure::internal(self),
+        }
+    }
+}
+
+impl Classify for TokenError {
+    fn classify(&self) -> Failure {
+        match self {
+            Self::Malformed
+            | Self::UnknownKey
+            | Self::WrongAlgorithm
+            | Self::WrongType
+            | Self::BadSignature
+            | Self::Expired
+            | Self::NotYetValid
+            | Self::WrongIssuer
+            | Self::WrongAudience
+            | Self::Revoked => Failure::of(
+                Status::Unauthorized(Challenge::Bearer),
+                "invalid_token",
+                self,
+            ),
+            Self::NoSigningKey => Failure::of(Status::Unavailable, "temporarily_unavailable", self),
+            Self::Key(_) | Self::Store(_) => Failure::internal(self),
+        }
+    }
+}
+
+impl Classify for GrantError {
+    fn classify(&self) -> Failure {
+        match self {
+            Self::InvalidGrant(_) => Failure::of(Status::BadRequest, "invalid_grant", self),
+            Self::UnauthorizedClient(_) => {
+                Failure::of(Status::BadRequest, "unauthorized_client", self)
+            }
+            Self::InvalidScope(_) => Failure::of(Status::BadRequest, "invalid_scope", self),
+            Self::Token(err) => err.classify(),
+            Self::Store(_) => Failure::internal(self),
+        }
+    }
+}
+
+impl Classify for KeyError {
+    fn classify(&self) -> Failure {
+        match self {
+            Self::RotationTooEarly { .. } => {
+                Failure::of(Status::Conflict, "rotation_too_early", self)
+            }
+            Self::Busy => Failure::of(Status::Conflict, "conflict", self),
+            Self::NotFound => Failure::new(
+                Status::NotFound,
+                "not_found",
+                "no such key (or already revoked)",
+            ),
+            Self::Import(_) => Failure::of(Status::BadRequest, "invalid_request", self),
+            Self::UnsupportedAlgorithm(_)
+            | Self::Generation(_)
+            | Self::Unseal { .. }
+            | Self::Corrupt(_)
+            | Self::Store(_) => Failure::internal(self),
+        }
+    }
+}
+
+impl Classify for StoreError {
+    /// Domain modules turn the store's `Conflict` and `NotFound` into their
+    /// own errors; any store error that gets here is the server's.
+    fn classify(&self) -> Failure {
+        Failure::internal(self)
+    }
+}
+
 /// Every error response of the API.
 #[derive(Debug, ApiResponse)]
 pub enum ApiError {
@@ -89,119 +325,64 @@ pub enum ApiError {
 impl ApiError {
     /// 400 `invalid_request`.
     pub fn invalid_request(description: impl Into<String>) -> Self {
-        Self::BadRequest(body("invalid_request", description))
+        Failure::new(Status::BadRequest, "invalid_request", description).into()
     }
 
     /// 401 with `WWW-Authenticate: Bearer error="invalid_token"`.
     pub fn invalid_token(description: impl Into<String>) -> Self {
-        Self::Unauthorized(
-            body("invalid_token", description),
-            Some(BEARER_INVALID_TOKEN.to_owned()),
+        Failure::new(
+            Status::Unauthorized(Challenge::Bearer),
+            "invalid_token",
+            description,
         )
+        .into()
     }
 
     /// 403 `forbidden`: the token lacks a role.
     pub fn forbidden(description: impl Into<String>) -> Self {
-        Self::Forbidden(
-            body("forbidden", description),
-            Some(BEARER_INSUFFICIENT_SCOPE.to_owned()),
-        )
+        Failure::new(Status::Forbidden, "forbidden", description).into()
     }
 
     /// 404 `not_found`.
     pub fn not_found(description: impl Into<String>) -> Self {
-        Self::NotFound(body("not_found", description))
+        Failure::new(Status::NotFound, "not_found", description).into()
     }
 
     /// 503 `temporarily_unavailable`.
     pub fn unavailable(description: impl Into<String>) -> Self {
-        Self::Unavailable(body("temporarily_unavailable", description))
+        Failure::new(Status::Unavailable, "temporarily_unavailable", description).into()
     }
 
     /// 500, logging the real cause.
     pub fn internal(cause: &dyn std::error::Error) -> Self {
-        tracing::error!(error = %error_chain(cause), "internal error");
-        Self::Internal(body("server_error", "internal server error"))
+        Failure::internal(cause).into()
     }
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-impl From<Throttled> for ApiError {
-    fn from(throttled: Throttled) -> Self {
-        Self::TooManyRequests(
-            body(
-                "too_many_requests",
-                format!(
-                    "too many failed logins; retry in {} seconds",
-                    throttled.retry_after
-                ),
-            ),
-            throttled.retry_after.to_string(),
-        )
-    }
-}
-
-impl From<AccountError> for ApiError {
-    fn from(err: AccountError) -> Self {
-        match err {
-            AccountError::InvalidCredentials => {
-                Self::Unauthorized(body("invalid_grant", err.to_string()), None)
+impl From<Failure> for ApiError {
+    fn from(failure: Failure) -> Self {
+        failure.log();
+        let body = body(failure.code, failure.description);
+        match failure.status {
+            Status::BadRequest => Self::BadRequest(body),
+            Status::Unauthorized(challenge) => {
+                Self::Unauthorized(body, challenge.header().map(str::to_owned))
             }
-            AccountError::InvalidUsername
-            | AccountError::InvalidPassword
-            | AccountError::InvalidRole => Self::invalid_request(err.to_string()),
-            AccountError::UsernameTaken => Self::Conflict(body("conflict", err.to_string())),
-            AccountError::NotFound => Self::not_found(err.to_string()),
-            AccountError::Hash(_) | AccountError::Store(_) => Self::internal(&err),
+            Status::Forbidden => Self::Forbidden(body, Some(BEARER_INSUFFICIENT_SCOPE.to_owned())),
+            Status::NotFound => Self::NotFound(body),
+            Status::Conflict => Self::Conflict(body),
+            Status::TooManyRequests { retry_after } => {
+                Self::TooManyRequests(body, retry_after.to_string())
+            }
+            Status::Unavailable => Self::Unavailable(body),
+            Status::Internal => Self::Internal(body),
         }
     }
 }
 
-impl From<TokenError> for ApiError {
-    fn from(err: TokenError) -> Self {
-        match err {
-            TokenError::NoSigningKey => Self::unavailable(err.to_string()),
-            TokenError::Key(_) | TokenError::Store(_) => Self::internal(&err),
-            refused => Self::invalid_token(refused.to_string()),
-        }
-    }
-}
-
-impl From<ClientError> for ApiError {
-    fn from(err: ClientError) -> Self {
-        match err {
-            ClientError::InvalidClientId
-            | ClientError::ReservedClientId
-            | ClientError::InvalidScope
-            | ClientError::InvalidAudience
-            | ClientError::InvalidGrantType => Self::invalid_request(err.to_string()),
-            ClientError::ClientIdTaken => Self::Conflict(body("conflict", err.to_string())),
-            ClientError::NotFound => Self::not_found(err.to_string()),
-            ClientError::InvalidCredentials => Self::Unauthorized(
-                body("invalid_client", err.to_string()),
-                Some(BASIC_CLIENT_REALM.to_owned()),
-            ),
-            ClientError::Random | ClientError::Store(_) => Self::internal(&err),
-        }
-    }
-}
-
-impl From<GrantError> for ApiError {
-    fn from(err: GrantError) -> Self {
-        match err {
-            GrantError::Token(err) => err.into(),
-            other => Self::internal(&other),
-        }
+impl<E: Classify> From<E> for ApiError {
+    fn from(err: E) -> Self {
+        err.classify().into()
     }
 }
 
@@ -244,75 +425,62 @@ pub enum OAuthError {
 }
 
 impl OAuthError {
-    fn bad_request(code: &str, description: impl Into<String>) -> Self {
-        Self::BadRequest(body(code, description), NO_STORE.into(), NO_CACHE.into())
-    }
-
     /// 400 `invalid_request`.
     pub fn invalid_request(description: impl Into<String>) -> Self {
-        Self::bad_request("invalid_request", description)
+        Failure::new(Status::BadRequest, "invalid_request", description).into()
     }
 
     /// 400 `unsupported_grant_type`.
     pub fn unsupported_grant_type(description: impl Into<String>) -> Self {
-        Self::bad_request("unsupported_grant_type", description)
+        Failure::new(Status::BadRequest, "unsupported_grant_type", description).into()
     }
 
     /// 401 `invalid_client` with `WWW-Authenticate: Basic realm="keyturn"`.
     pub fn invalid_client(description: impl Into<String>) -> Self {
-        Self::InvalidClient(
-            body("invalid_client", description),
-            BASIC_CLIENT_REALM.into(),
-            NO_STORE.into(),
-            NO_CACHE.into(),
+        Failure::new(
+            Status::Unauthorized(Challenge::Basic),
+            "invalid_client",
+            description,
         )
+        .into()
     }
 
     /// 500, logging the real cause.
     pub fn internal(cause: &dyn std::error::Error) -> Self {
-        tracing::error!(error = %error_chain(cause), "internal error");
-        Self::Internal(
-            body("server_error", "internal server error"),
-            NO_STORE.into(),
-            NO_CACHE.into(),
-        )
+        Failure::internal(cause).into()
     }
 }
 
-impl From<ClientError> for OAuthError {
-    fn from(err: ClientError) -> Self {
-        match err {
-            ClientError::InvalidCredentials | ClientError::NotFound => {
-                Self::invalid_client(err.to_string())
-            }
-            ClientError::Random | ClientError::Store(_) => Self::internal(&err),
-            other => Self::invalid_request(other.to_string()),
-        }
-    }
-}
-
-impl From<GrantError> for OAuthError {
-    fn from(err: GrantError) -> Self {
-        match err {
-            GrantError::InvalidGrant(_) => Self::bad_request("invalid_grant", err.to_string()),
-            GrantError::ClientAuthenticationRequired => Self::invalid_client(err.to_string()),
-            GrantError::UnauthorizedClient(_) => {
-                Self::bad_request("unauthorized_client", err.to_string())
-            }
-            GrantError::InvalidScope(_) => Self::bad_request("invalid_scope", err.to_string()),
-            GrantError::Token(TokenError::NoSigningKey) => Self::Unavailable(
-                body("temporarily_unavailable", err.to_string()),
+impl From<Failure> for OAuthError {
+    fn from(failure: Failure) -> Self {
+        failure.log();
+        let body = body(failure.code, failure.description);
+        match failure.status {
+            // A 401 from an OAuth endpoint invites client authentication
+            // (RFC 6749 §5.2) unless the failure names another challenge.
+            Status::Unauthorized(challenge) => Self::InvalidClient(
+                body,
+                challenge.header().unwrap_or(BASIC_CLIENT_REALM).to_owned(),
                 NO_STORE.into(),
                 NO_CACHE.into(),
             ),
-            GrantError::Token(_) | GrantError::Store(_) => Self::internal(&err),
+            // RFC 6749 §5.2: 400 unless specified otherwise.
+            Status::BadRequest
+            | Status::Forbidden
+            | Status::NotFound
+            | Status::Conflict
+            | Status::TooManyRequests { .. } => {
+                Self::BadRequest(body, NO_STORE.into(), NO_CACHE.into())
+            }
+            Status::Unavailable => Self::Unavailable(body, NO_STORE.into(), NO_CACHE.into()),
+            Status::Internal => Self::Internal(body, NO_STORE.into(), NO_CACHE.into()),
         }
     }
 }
 
-impl From<StoreError> for OAuthError {
-    fn from(err: StoreError) -> Self {
-        Self::internal(&err)
+impl<E: Classify> From<E> for OAuthError {
+    fn from(err: E) -> Self {
+        err.classify().into()
     }
 }
 
@@ -326,26 +494,6 @@ pub fn ensure_no_store(response: &mut Response) {
     }
     if !headers.contains_key(header::PRAGMA) {
         headers.insert(header::PRAGMA, HeaderValue::from_static(NO_CACHE));
-    }
-}
-
-impl From<KeyError> for ApiError {
-    fn from(err: KeyError) -> Self {
-        match err {
-            KeyError::RotationTooEarly { .. } => {
-                Self::Conflict(body("rotation_too_early", err.to_string()))
-            }
-            KeyError::Busy => Self::Conflict(body("conflict", err.to_string())),
-            KeyError::NotFound => Self::not_found("no such key (or already revoked)"),
-            KeyError::Import(_) => Self::invalid_request(err.to_string()),
-            _ => Self::internal(&err),
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        Self::internal(&err)
     }
 }
 
@@ -386,4 +534,201 @@ pub async fn render_poem_error(err: poem::Error) -> Response {
         );
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounts::{GrantType, HashError};
+
+    /// Status, error code and `WWW-Authenticate` of an `ApiError`.
+    fn api(err: impl Into<ApiError>) -> (u16, String, Option<String>) {
+        let (status, Json(body), challenge) = match err.into() {
+            ApiError::BadRequest(b) => (400, b, None),
+            ApiError::Unauthorized(b, c) => (401, b, c),
+            ApiError::Forbidden(b, c) => (403, b, c),
+            ApiError::NotFound(b) => (404, b, None),
+            ApiError::Conflict(b) => (409, b, None),
+            ApiError::TooManyRequests(b, _) => (429, b, None),
+            ApiError::Unavailable(b) => (503, b, None),
+            ApiError::Internal(b) => (500, b, None),
+        };
+        (status, body.error, challenge)
+    }
+
+    /// Status, error code and `WWW-Authenticate` of an `OAuthError`.
+    fn oauth(err: impl Into<OAuthError>) -> (u16, String, Option<String>) {
+        let (status, Json(body), challenge) = match err.into() {
+            OAuthError::BadRequest(b, ..) => (400, b, None),
+            OAuthError::InvalidClient(b, c, ..) => (401, b, Some(c)),
+            OAuthError::Unavailable(b, ..) => (503, b, None),
+            OAuthError::Internal(b, ..) => (500, b, None),
+        };
+        (status, body.error, challenge)
+    }
+
+    fn store_failure() -> StoreError {
+        StoreError::Corrupt("row 7".into())
+    }
+
+    #[test]
+    fn grant_errors_are_the_clients_mistake_on_every_route() {
+        // bbd6ef6 answered all three with 500 through `ApiError`.
+        let answer = api(GrantError::InvalidGrant("the refresh token is invalid"));
+        assert_eq!((answer.0, answer.1.as_str()), (400, "invalid_grant"));
+        let answer = api(GrantError::InvalidScope("the scope parameter is malformed"));
+        assert_eq!((answer.0, answer.1.as_str()), (400, "invalid_scope"));
+        let answer = api(GrantError::UnauthorizedClient(GrantType::RefreshToken));
+        assert_eq!((answer.0, answer.1.as_str()), (400, "unauthorized_client"));
+    }
+
+    #[test]
+    fn the_table() {
+        let bearer = Some(BEARER_INVALID_TOKEN.to_owned());
+        let basic = Some(BASIC_CLIENT_REALM.to_owned());
+        type Answer = (u16, &'static str, Option<String>);
+        /// The error, its `ApiError` answer, its `OAuthError` answer.
+        type Row = (fn() -> Failure, Answer, Answer);
+        let rows: Vec<Row> = vec![
+            (
+                || Throttled { retry_after: 9 }.classify(),
+                (429, "too_many_requests", None),
+                (400, "too_many_requests", None),
+            ),
+            (
+                || AccountError::InvalidCredentials.classify(),
+                (401, "invalid_grant", None),
+                (401, "invalid_grant", basic.clone()),
+            ),
+            (
+                || AccountError::InvalidPassword.classify(),
+                (400, "invalid_request", None),
+                (400, "invalid_request", None),
+            ),
+            (
+                || AccountError::UsernameTaken.classify(),
+                (409, "conflict", None),
+                (400, "conflict", None),
+            ),
+            (
+                || AccountError::NotFound.classify(),
+                (404, "not_found", None),
+                (400, "not_found", None),
+            ),
+            (
+                || AccountError::Store(store_failure()).classify(),
+                (500, "server_error", None),
+                (500, "server_error", None),
+            ),
+            (
+                || ClientError::InvalidGrantType.classify(),
+                (400, "invalid_request", None),
+                (400, "invalid_request", None),
+            ),
+            (
+                || ClientError::ClientIdTaken.classify(),
+                (409, "conflict", None),
+                (400, "conflict", None),
+            ),
+            (
+                || ClientError::InvalidCredentials.classify(),
+                (401, "invalid_client", basic.clone()),
+                (401, "invalid_client", basic.clone()),
+            ),
+            (
+                || ClientError::Random.classify(),
+                (500, "server_error", None),
+                (500, "server_error", None),
+            ),
+            (
+                || TokenError::Revoked.classify(),
+                (401, "invalid_token", bearer.clone()),
+                (401, "invalid_token", bearer.clone()),
+            ),
+            (
+                || TokenError::NoSigningKey.classify(),
+                (503, "temporarily_unavailable", None),
+                (503, "temporarily_unavailable", None),
+            ),
+            (
+                || GrantError::InvalidGrant("x").classify(),
+                (400, "invalid_grant", None),
+                (400, "invalid_grant", None),
+            ),
+            (
+                || GrantError::UnauthorizedClient(GrantType::ClientCredentials).classify(),
+                (400, "unauthorized_client", None),
+                (400, "unauthorized_client", None),
+            ),
+            (
+                || GrantError::InvalidScope("x").classify(),
+                (400, "invalid_scope", None),
+                (400, "invalid_scope", None),
+            ),
+            (
+                || GrantError::Token(TokenError::NoSigningKey).classify(),
+                (503, "temporarily_unavailable", None),
+                (503, "temporarily_unavailable", None),
+            ),
+            (
+                || GrantError::Store(store_failure()).classify(),
+                (500, "server_error", None),
+                (500, "server_error", None),
+            ),
+            (
+                || KeyError::Busy.classify(),
+                (409, "conflict", None),
+                (400, "conflict", None),
+            ),
+            (
+                || KeyError::NotFound.classify(),
+                (404, "not_found", None),
+                (400, "not_found", None),
+            ),
+            (
+                || KeyError::Import("not PEM".into()).classify(),
+                (400, "invalid_request", None),
+                (400, "invalid_request", None),
+            ),
+            (
+                || store_failure().classify(),
+                (500, "server_error", None),
+                (500, "server_error", None),
+            ),
+        ];
+        for (failure, want_api, want_oauth) in rows {
+            let got = api(failure());
+            assert_eq!((got.0, got.1.as_str(), got.2), want_api, "{:?}", failure());
+            let got = oauth(failure());
+            assert_eq!(
+                (got.0, got.1.as_str(), got.2),
+                want_oauth,
+                "{:?}",
+                failure()
+            );
+        }
+    }
+
+    #[test]
+    fn server_failures_log_their_cause_and_show_nothing() {
+        let err = AccountError::Hash(HashError::Params(argon2::Error::MemoryTooLittle));
+        let failure = err.classify();
+        assert_eq!(
+            failure.cause.as_deref(),
+            Some("password hashing failed: invalid argon2 parameters: memory cost is too small"),
+            "the whole source chain is logged"
+        );
+        assert_eq!(failure.description, "internal server error");
+        let ApiError::Internal(Json(body)) = ApiError::from(failure) else {
+            panic!("not a 500");
+        };
+        assert_eq!(body.error_description, "internal server error");
+
+        let client_mistake = ClientError::InvalidCredentials.classify();
+        assert!(
+            client_mistake.cause.is_none(),
+            "client errors are not logged"
+        );
+        assert_eq!(client_mistake.description, "client authentication failed");
+    }
 }

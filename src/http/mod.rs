@@ -141,11 +141,6 @@ async fn no_store_on_oauth<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Res
     Ok(response)
 }
 
-/// The OpenAPI document as JSON (for `keyturn` tooling and tests).
-pub fn openapi_json(state: Arc<HttpState>, server_url: &str) -> String {
-    api_service(state, server_url).spec()
-}
-
 /// Refuses bodies over [`BODY_LIMIT`] with 413, whether or not the client
 /// declared a length, before any handler buffers them.
 async fn limit_body<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result<Response> {

@@ -23,8 +23,33 @@ use serde::Deserialize;
 use super::auth::BearerAuth;
 use super::error::{NO_CACHE, NO_STORE, OAuthError};
 use super::{ApiError, ApiTags, HttpState};
-use crate::accounts::{Client, ClientCredentials};
+use crate::accounts::{Client, ClientCredentials, GrantType};
+use crate::metrics::IssuedBy;
 use crate::token::{FIRST_PARTY_CLIENT, Introspection};
+
+/// Every grant of `POST /oauth/token`, in the order the discovery document
+/// lists them.
+pub const GRANT_TYPES: [GrantType; 2] = [GrantType::ClientCredentials, GrantType::RefreshToken];
+
+// A new `GrantType` variant stops this from compiling: give it the next
+// index here, list it in `GRANT_TYPES`, and dispatch it in `OAuthApi::token`
+// (whose match fails to compile too).
+const _: () = {
+    const fn index(grant: GrantType) -> usize {
+        match grant {
+            GrantType::ClientCredentials => 0,
+            GrantType::RefreshToken => 1,
+        }
+    }
+    let mut i = 0;
+    while i < GRANT_TYPES.len() {
+        assert!(
+            index(GRANT_TYPES[i]) == i,
+            "GRANT_TYPES lists every grant once, by index"
+        );
+        i += 1;
+    }
+};
 
 /// A registered client's `client_id` and `client_secret` (HTTP Basic,
 /// `client_secret_basic`). Alternatively send them in the form body
@@ -55,7 +80,12 @@ pub enum ClientAuth {
     Body,
 }
 
-/// A token request (RFC 6749 §4.4 and §6), form-encoded.
+// Decoded by serde_urlencoded (through poem-openapi's `Form`): serde's
+// duplicate-field check refuses a repeated parameter, and a `%` not followed
+// by two hex digits is kept literally.
+/// A token request (RFC 6749 §4.4 and §6), form-encoded. A repeated
+/// parameter is `invalid_request` (RFC 6749 §3.2); unknown parameters are
+/// ignored.
 #[derive(Object, Deserialize)]
 pub struct TokenForm {
     /// `client_credentials` or `refresh_token`.
@@ -204,25 +234,28 @@ enum Presented {
     Secret(ClientCredentials),
 }
 
-/// Decodes `application/x-www-form-urlencoded` text (`+` is a space).
+/// Decodes one `application/x-www-form-urlencoded` value (`+` is a
+/// space; RFC 6749 Appendix B) with serde_urlencoded. Stricter than that
+/// decoder, as befits credentials: a `%` not followed by two hex digits, a
+/// raw `&` (which would split the value) and bytes that are not UTF-8 make
+/// the value malformed rather than being kept or replaced.
 fn form_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct One {
+        v: String,
     }
-    String::from_utf8(out).ok()
+    let escapes_well_formed = text.split('%').skip(1).all(|after| {
+        after
+            .get(..2)
+            .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    if !escapes_well_formed {
+        return None;
+    }
+    let One { v } = serde_urlencoded::from_str(&format!("v={text}")).ok()?;
+    // serde_urlencoded replaces invalid UTF-8 with U+FFFD.
+    (!v.contains(char::REPLACEMENT_CHARACTER)).then_some(v)
 }
 
 /// RFC 6749 §2.3.1: `Basic base64(urlencode(id) ":" urlencode(secret))`.
@@ -353,35 +386,35 @@ impl OAuthApi {
         let presented = presented_client(req, form.client_id, form.client_secret)?;
         let client = self.client(presented).await?;
         let scope = form.scope.as_deref();
-        let issued = match form.grant_type.as_str() {
+        let grant = match form.grant_type.as_str() {
             "" => return Err(OAuthError::invalid_request("grant_type is required")),
-            "client_credentials" => {
+            name => name.parse::<GrantType>().map_err(|_| {
+                let names: Vec<&str> = GRANT_TYPES.iter().map(|g| g.as_str()).collect();
+                OAuthError::unsupported_grant_type(format!(
+                    "supported grant types: {}",
+                    names.join(", ")
+                ))
+            })?,
+        };
+        let issued = match grant {
+            GrantType::ClientCredentials => {
                 let client = client.ok_or_else(|| {
                     OAuthError::invalid_client(
                         "client authentication is required for the client_credentials grant",
                     )
                 })?;
-                let issued = self.state.tokens.client_credentials(&client, scope).await?;
-                self.state.metrics.token_issued("client_credentials");
-                issued
+                self.state.tokens.client_credentials(&client, scope).await?
             }
-            "refresh_token" => {
+            GrantType::RefreshToken => {
                 let token = non_empty(form.refresh_token)
                     .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
-                let issued = self
-                    .state
+                self.state
                     .tokens
                     .refresh(&token, client.as_ref(), scope)
-                    .await?;
-                self.state.metrics.token_issued("refresh_token");
-                issued
-            }
-            _ => {
-                return Err(OAuthError::unsupported_grant_type(
-                    "supported grant types: client_credentials, refresh_token",
-                ));
+                    .await?
             }
         };
+        self.state.metrics.token_issued(IssuedBy::Grant(grant));
         Ok(TokenResponse::Ok(
             Json(GrantBody {
                 access_token: issued.access_token,
@@ -397,11 +430,11 @@ impl OAuthApi {
 
     /// Token revocation (RFC 7009), by the client the token was issued to.
     ///
-    /// A refresh token revokes its whole family and the access tokens issued
-    /// with it; an access token is refused by keyturn (its routes and
+    /// A revoked access token is refused by keyturn (its routes and
     /// introspection) until it expires. Unknown, invalid and expired tokens,
     /// and tokens of other clients, including first-party tokens from
-    /// `/login` (use `POST /logout` for those), are left alone with 200.
+    /// `/login` (every refresh token is one; use `POST /logout` for those),
+    /// are left alone with 200.
     #[oai(path = "/oauth/revoke", method = "post")]
     async fn revoke(
         &self,
@@ -517,5 +550,50 @@ mod tests {
             header::HeaderValue::from_str(&format!("basic {}", STANDARD_NO_PAD.encode("a:b")))
                 .unwrap();
         assert_eq!(parse_basic(&lower).unwrap().id, "a");
+    }
+
+    #[test]
+    fn malformed_basic_encodings_are_refused_as_before() {
+        let encode = |s: &str| {
+            header::HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(s))).unwrap()
+        };
+        // What the hand-rolled decoder of bbd6ef6 refused stays refused...
+        for malformed in ["svc:%zz", "svc:%4", "svc:abc%", "%ff:x", "svc:%C3%28"] {
+            assert!(parse_basic(&encode(malformed)).is_none(), "{malformed}");
+        }
+        // A raw `&` separates form values: refused now, where bbd6ef6 kept
+        // it (no client id or generated secret has one: 401 either way).
+        assert!(parse_basic(&encode("a&b:x")).is_none());
+        assert!(parse_basic(&encode("svc:x&v=y")).is_none());
+        // ...and what it accepted is decoded the same.
+        let c = parse_basic(&encode("svc:a=b%3D+%2Bc")).unwrap();
+        assert_eq!(c.secret.expose_secret(), "a=b= +c");
+        let c = parse_basic(&encode("svc:")).unwrap();
+        assert_eq!(c.secret.expose_secret(), "");
+        let c = parse_basic(&encode("caf%C3%A9:%26")).unwrap();
+        assert_eq!(c.id, "café");
+        assert_eq!(c.secret.expose_secret(), "&");
+    }
+
+    #[test]
+    fn every_grant_type_is_listed_once() {
+        let names: Vec<&str> = GRANT_TYPES.iter().map(|g| g.as_str()).collect();
+        assert_eq!(names, ["client_credentials", "refresh_token"]);
+        for grant in GRANT_TYPES {
+            assert_eq!(grant.as_str().parse::<GrantType>().unwrap(), grant);
+        }
+    }
+
+    #[test]
+    fn every_grant_type_has_a_metrics_label() {
+        let labels: Vec<&str> = IssuedBy::ALL.iter().map(|by| by.label()).collect();
+        assert!(labels.contains(&"login"));
+        for grant in GRANT_TYPES {
+            assert!(
+                IssuedBy::ALL.contains(&IssuedBy::Grant(grant)),
+                "{grant} is counted in keyturn_tokens_issued_total"
+            );
+        }
+        assert_eq!(labels.len(), 1 + GRANT_TYPES.len());
     }
 }

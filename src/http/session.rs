@@ -8,6 +8,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use secrecy::SecretString;
 
 use crate::accounts::AccountError;
+use crate::metrics::IssuedBy;
 
 use super::auth::BearerAuth;
 use super::{ApiError, ApiTags, HttpState};
@@ -112,7 +113,7 @@ impl SessionApi {
             .tokens
             .issue_for_user(&user, FIRST_PARTY_CLIENT, "")
             .await?;
-        self.state.metrics.token_issued("login");
+        self.state.metrics.token_issued(IssuedBy::Login);
         tracing::info!(audit = "login", user_id = %user.id, "login succeeded");
         Ok(LoginResponse::Ok(
             Json(TokenResponse {

@@ -20,13 +20,10 @@ use crate::store::{RefreshTokenState, RevokedJti, StoreError, UserRow};
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {
     /// `invalid_grant`: the refresh token is unknown, spent, revoked,
-    /// expired, issued to another client, or its user can no longer use it.
+    /// expired, presented by a registered client, or its user can no longer
+    /// use it.
     #[error("{0}")]
     InvalidGrant(&'static str),
-    /// `invalid_client`: the grant needs client authentication and none
-    /// was sent.
-    #[error("client authentication is required for this refresh token")]
-    ClientAuthenticationRequired,
     /// `unauthorized_client`: the client may not use this grant type.
     #[error("this client is not allowed to use the {0} grant")]
     UnauthorizedClient(GrantType),
@@ -173,8 +170,12 @@ impl Tokens {
     /// newest member and the access tokens issued with them (reuse
     /// detection). Roles are read from the user again; a deleted or disabled
     /// user, or one whose tokens were revoked, gets `invalid_grant`.
-    /// First-party tokens (from `/login`) need no client authentication; a
-    /// registered client's tokens need that client's.
+    ///
+    /// Only `/login` issues refresh tokens (`client_credentials` never does,
+    /// RFC 6749 §4.4.3), so every refresh token is first-party and needs no
+    /// client authentication; a registered client presenting one gets
+    /// `invalid_grant` (or `unauthorized_client` if it may not use the
+    /// grant at all).
     pub async fn refresh(
         &self,
         refresh_token: &str,
@@ -205,20 +206,10 @@ impl Tokens {
                 "the refresh token was already used or has been revoked; its whole family is now revoked",
             ));
         }
-        match client {
-            _ if row.client_id == FIRST_PARTY_CLIENT && client.is_some() => {
-                return Err(GrantError::InvalidGrant(
-                    "the refresh token was not issued to this client",
-                ));
-            }
-            _ if row.client_id == FIRST_PARTY_CLIENT => {}
-            None => return Err(GrantError::ClientAuthenticationRequired),
-            Some(client) if client.id != row.client_id => {
-                return Err(GrantError::InvalidGrant(
-                    "the refresh token was not issued to this client",
-                ));
-            }
-            Some(_) => {}
+        if client.is_some() || row.client_id != FIRST_PARTY_CLIENT {
+            return Err(GrantError::InvalidGrant(
+                "the refresh token was not issued to this client",
+            ));
         }
         let now = self.clock.now();
         if row.expires_at <= now {
@@ -229,13 +220,11 @@ impl Tokens {
         ))?;
         let allowed: BTreeSet<&str> = row.scope.split(' ').filter(|s| !s.is_empty()).collect();
         let scope = grant_scope(scope, &allowed)?;
-
-        let audience = client.and_then(|c| c.audience.as_deref());
         let claims = AccessClaims {
             scope,
             roles: user.roles.clone(),
             username: Some(user.username.clone()),
-            ..self.new_claims(now, &user.id, &row.client_id, audience)
+            ..self.new_claims(now, &user.id, FIRST_PARTY_CLIENT, None)
         };
         let access_token = self.sign(&claims)?;
         let new_refresh = random_token()?;
@@ -313,31 +302,18 @@ impl Tokens {
         Ok(())
     }
 
-    /// RFC 7009 revocation by an authenticated client. A refresh token
-    /// revokes its family; an access token goes on the revocation list until
-    /// it expires. Unknown, invalid and expired tokens, and tokens issued to
-    /// another client (first-party ones included), are left alone: the
+    /// RFC 7009 revocation by an authenticated client. An access token it
+    /// was issued goes on the revocation list until it expires. Refresh
+    /// tokens are all first-party (from `/login`; use logout for those), so
+    /// a registered client never holds one. Unknown, invalid and expired
+    /// tokens, and tokens issued to another client, are left alone: the
     /// endpoint answers 200 either way. Returns whether anything changed.
     pub async fn revoke(&self, token: &str, client: &Client) -> Result<bool, GrantError> {
         if token.is_empty() || token.len() > super::MAX_TOKEN_BYTES {
             return Ok(false);
         }
         match TokenKind::of(token) {
-            TokenKind::Refresh => {
-                let Some(state) = self
-                    .store
-                    .find_refresh_token(&hash_refresh_token(token))
-                    .await?
-                else {
-                    return Ok(false);
-                };
-                if state.row.client_id != client.id {
-                    return Ok(false);
-                }
-                self.revoke_family(&state.row.family_id).await?;
-                tracing::info!(audit = "token_revoked", kind = "refresh", client_id = %client.id, family_id = %state.row.family_id, "refresh family revoked");
-                Ok(true)
-            }
+            TokenKind::Refresh => Ok(false),
             TokenKind::Access => {
                 // Signature and issuer must check out; status need not.
                 let Ok(claims) = self.verify(token, false) else {
@@ -376,16 +352,8 @@ impl Tokens {
                 let live = state.used_at.is_none()
                     && state.revoked_at.is_none()
                     && row.expires_at > self.clock.now();
-                if !live {
-                    return Ok(Introspection::Inactive);
-                }
-                if row.client_id != FIRST_PARTY_CLIENT
-                    && !self.clients.accepts(
-                        &row.client_id,
-                        row.issued_at,
-                        secs(self.policy.leeway),
-                    )
-                {
+                // Every refresh token is first-party (see `refresh`).
+                if !live || row.client_id != FIRST_PARTY_CLIENT {
                     return Ok(Introspection::Inactive);
                 }
                 let Some(user) = self.live_user(&row).await? else {

@@ -1,6 +1,7 @@
 //! `POST /oauth/token`: the refresh_token grant (rotation, reuse
-//! detection, expiry, user changes), client_credentials (both client
-//! authentication methods, scopes, audience) and every RFC 6749 §5.2 error.
+//! detection, expiry, user changes, first-party only), client_credentials
+//! (both client authentication methods, scopes, audience), form decoding,
+//! the per-grant metrics and every RFC 6749 §5.2 error.
 
 use serde_json::{Value, json};
 
@@ -449,72 +450,190 @@ async fn per_client_audience() {
 }
 
 #[tokio::test]
-async fn a_registered_clients_refresh_token_needs_that_client() {
-    use keyturn::store::RefreshTokenRow;
+async fn refresh_tokens_are_first_party_only() {
     let app = spawn_app().await;
     app.create_user("alice", &[]).await;
-    let user = app.services.accounts.get("alice").await.unwrap();
+    let (_, refresh) = app.login_tokens("alice").await;
     let web = app
-        .create_client_with("web", &["profile"], Some(&["refresh_token"]), None)
+        .create_client_with("web", &[], Some(&["refresh_token"]), None)
         .await;
-    let other = app
-        .create_client_with("other", &[], Some(&["refresh_token"]), None)
-        .await;
-    // keyturn issues refresh tokens only to /login today; a registered
-    // client's family is planted in the store as a future grant would.
-    let now = app.clock_now();
-    let planted = "planted-refresh-token-for-the-web-client-000";
-    app.services
-        .store
-        .insert_refresh_token(&RefreshTokenRow {
-            token_hash: keyturn::token::hash_refresh_token(planted),
-            family_id: "web-family".into(),
-            user_id: Some(user.id.clone()),
-            client_id: "web".into(),
-            scope: "profile".into(),
-            access_jti: "planted-jti".into(),
-            issued_at: now,
-            expires_at: now + 3600,
-        })
-        .await
-        .unwrap();
-    app.clock.advance(1);
 
-    // No client authentication: invalid_client.
-    assert_oauth_error(app.refresh(planted).await, 401, "invalid_client").await;
-    // Another client: invalid_grant.
-    let form = [("grant_type", "refresh_token"), ("refresh_token", planted)];
-    let response = app
-        .post_form("/oauth/token", &form, Some(("other", &other)))
+    // client_credentials never comes with a refresh token (RFC 6749 §4.4.3),
+    // even for a client allowed the refresh_token grant.
+    let both = app
+        .create_client_with(
+            "both",
+            &[],
+            Some(&["client_credentials", "refresh_token"]),
+            None,
+        )
         .await;
-    assert_oauth_error(response, 400, "invalid_grant").await;
-    // Its own client: rotated.
+    let response = app.client_credentials("both", &both, None).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert!(body.get("refresh_token").is_none(), "{body}");
+
+    // A registered client presenting a first-party refresh token, by either
+    // authentication method: invalid_grant, and the token is not spent.
+    let form = [("grant_type", "refresh_token"), ("refresh_token", &refresh)];
     let response = app
         .post_form("/oauth/token", &form, Some(("web", &web)))
+        .await;
+    assert_oauth_error(response, 400, "invalid_grant").await;
+    let response = app
+        .post_form(
+            "/oauth/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+                ("client_id", "web"),
+                ("client_secret", &web),
+            ],
+            None,
+        )
+        .await;
+    assert_oauth_error(response, 400, "invalid_grant").await;
+
+    // `client_id=first-party` without a secret names the public first-party
+    // client: the same as no client authentication.
+    let response = app
+        .post_form(
+            "/oauth/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+                ("client_id", "first-party"),
+            ],
+            None,
+        )
         .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    let claims = segment(body["access_token"].as_str().unwrap(), 1);
-    assert_eq!(claims["client_id"], "web");
-    assert_eq!(claims["sub"], user.id.as_str());
-    assert_eq!(claims["scope"], "profile");
-    let next = body["refresh_token"].as_str().unwrap().to_owned();
+    let access = body["access_token"].as_str().unwrap();
+    let claims = segment(access, 1);
+    assert_eq!(claims["client_id"], "first-party");
+    assert_eq!(claims["aud"], "keyturn");
+    app.refreshed(body["refresh_token"].as_str().unwrap()).await;
+}
 
-    // The client revokes its refresh token: the family is gone.
-    let response = app
-        .post_form("/oauth/revoke", &[("token", &next)], Some(("web", &web)))
-        .await;
+/// Posts a raw `application/x-www-form-urlencoded` body.
+async fn post_raw_form(
+    app: &TestApp,
+    body: String,
+    basic: Option<(&str, &str)>,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url("/oauth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    if let Some((id, secret)) = basic {
+        request = request.basic_auth(id, Some(secret));
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn form_bodies_decode_as_before() {
+    let app = spawn_app().await;
+    let secret = app.create_client("svc", &["read", "write"]).await;
+    let svc = Some(("svc", secret.as_str()));
+    app.create_user("alice", &[]).await;
+    let (_, refresh) = app.login_tokens("alice").await;
+
+    // Every parameter, repeated: invalid_request (RFC 6749 §3.2), even with
+    // the same value twice.
+    for body in [
+        "grant_type=client_credentials&grant_type=client_credentials".to_owned(),
+        "grant_type=client_credentials&scope=read&scope=write".to_owned(),
+        format!("grant_type=refresh_token&refresh_token={refresh}&refresh_token={refresh}"),
+        format!("grant_type=client_credentials&client_id=svc&client_id=svc&client_secret={secret}"),
+        format!(
+            "grant_type=client_credentials&client_id=svc&client_secret={secret}&client_secret={secret}"
+        ),
+    ] {
+        let response = post_raw_form(&app, body.clone(), None).await;
+        assert_oauth_error(response, 400, "invalid_request").await;
+    }
+
+    // Percent-escapes and `+` are decoded; unknown parameters are ignored.
+    let response = post_raw_form(
+        &app,
+        "grant_type=client%5Fcredentials&scope=write+read&colour=blue".into(),
+        svc,
+    )
+    .await;
     assert_eq!(response.status(), 200);
-    let form = [
-        ("grant_type", "refresh_token"),
-        ("refresh_token", next.as_str()),
-    ];
-    let response = app
-        .post_form("/oauth/token", &form, Some(("web", &web)))
-        .await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["scope"], "read write");
+
+    // A `%` without two hex digits, or bytes that are not UTF-8, are kept
+    // (as `%` and U+FFFD): the value is then simply wrong.
+    for grant in ["client_credentials%zz", "client_credentials%", "%FF"] {
+        let response = post_raw_form(&app, format!("grant_type={grant}"), svc).await;
+        assert_oauth_error(response, 400, "unsupported_grant_type").await;
+    }
+    let response = post_raw_form(
+        &app,
+        format!("grant_type=client_credentials&client_id=svc&client_secret={secret}%zz"),
+        None,
+    )
+    .await;
+    assert_oauth_error(response, 401, "invalid_client").await;
+    let response = post_raw_form(
+        &app,
+        format!("grant_type=refresh_token&refresh_token={refresh}%"),
+        None,
+    )
+    .await;
     assert_oauth_error(response, 400, "invalid_grant").await;
+
+    // A malformed escape in HTTP Basic credentials is a malformed header.
+    for (id, secret) in [("svc", format!("{secret}%zz")), ("s%vc", secret.clone())] {
+        let response = post_raw_form(
+            &app,
+            "grant_type=client_credentials".into(),
+            Some((id, &secret)),
+        )
+        .await;
+        assert_eq!(response.status(), 401);
+        let text = response.text().await.unwrap();
+        assert!(text.contains("not valid HTTP Basic"), "{text}");
+    }
+
+    // None of that spent the refresh token.
+    app.refreshed(&refresh).await;
+}
+
+#[tokio::test]
+async fn tokens_issued_are_counted_by_grant() {
+    let app = spawn_app().await;
+    let secret = app.create_client("svc", &[]).await;
+    app.create_user("alice", &[]).await;
+    let (_, r1) = app.login_tokens("alice").await;
+    let (_, r2) = app.refreshed(&r1).await;
+    app.refreshed(&r2).await;
+    for _ in 0..3 {
+        app.client_token("svc", &secret).await;
+    }
+    // Refused requests count nothing.
+    assert_invalid_grant(&app, &r1, "reused").await;
+    let response = app
+        .post_form("/oauth/token", &[("grant_type", "password")], None)
+        .await;
+    assert_oauth_error(response, 400, "unsupported_grant_type").await;
+
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    let issued: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("keyturn_tokens_issued_total{"))
+        .collect();
     assert_eq!(
-        profile_status(&app, body["access_token"].as_str().unwrap()).await,
-        401
+        issued,
+        [
+            "keyturn_tokens_issued_total{grant=\"login\"} 1",
+            "keyturn_tokens_issued_total{grant=\"refresh_token\"} 2",
+            "keyturn_tokens_issued_total{grant=\"client_credentials\"} 3",
+        ]
     );
 }
