@@ -19,7 +19,7 @@ use crate::keys::rotation::Policy;
 use crate::keys::{KeyError, KeyManager, KeyScheduler, KeyringHandle, MasterKey, MasterKeyError};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
-use crate::token::{TokenPolicy, Tokens};
+use crate::token::{Login, TokenPolicy, Tokens};
 
 /// How often a server checks the store for changes made by the CLI or by
 /// other instances (keys, users, clients, revocations).
@@ -178,10 +178,15 @@ impl Application {
             jwks_max_age: settings.jwks_max_age,
             clock: Arc::clone(&clock),
             metrics: Arc::clone(&metrics),
-            throttle: Arc::new(LoginThrottle::new(
-                ThrottlePolicy::default(),
-                Arc::clone(&clock),
-            )),
+            login: Login::new(
+                services.accounts.clone(),
+                Arc::new(LoginThrottle::new(
+                    ThrottlePolicy::default(),
+                    Arc::clone(&clock),
+                )),
+                tokens.clone(),
+                Arc::clone(&metrics),
+            ),
         });
         let acceptor = TcpListener::bind(settings.bind)
             .into_acceptor()

@@ -8,9 +8,11 @@
 //! `accounts` and `store`.
 
 mod grants;
+mod login;
 mod revocation;
 
 pub use grants::{GrantError, Introspection};
+pub use login::{Login, LoginError};
 pub use revocation::RevocationView;
 
 use std::time::Duration;

@@ -118,6 +118,13 @@ pub struct UserUpdate {
     pub disabled: Option<bool>,
 }
 
+/// The one rule for whether a user's token (access or refresh) issued at
+/// `issued_at` is still acceptable: the user is enabled and the token
+/// postdates their last password change, disable or token revocation.
+pub fn accepts_token(disabled: bool, tokens_valid_after: i64, issued_at: i64) -> bool {
+    !disabled && issued_at > tokens_valid_after
+}
+
 /// In-memory view of each user's token status, refreshed from the store, so
 /// checking a token never queries the database.
 #[derive(Clone, Default)]
@@ -140,7 +147,7 @@ impl UserStatusView {
         snapshot
             .users
             .get(user_id)
-            .is_some_and(|u| !u.disabled && iat > u.tokens_valid_after)
+            .is_some_and(|u| accepts_token(u.disabled, u.tokens_valid_after, iat))
     }
 
     /// Whether the view has this user at all (it may lag a user created by

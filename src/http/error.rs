@@ -23,7 +23,7 @@ use poem_openapi::{ApiResponse, Object};
 use crate::accounts::{AccountError, ClientError, Throttled};
 use crate::keys::KeyError;
 use crate::store::StoreError;
-use crate::token::{GrantError, TokenError};
+use crate::token::{GrantError, LoginError, TokenError};
 
 /// `WWW-Authenticate` value for a missing or refused bearer token.
 pub const BEARER_INVALID_TOKEN: &str = "Bearer error=\"invalid_token\"";
@@ -219,19 +219,25 @@ impl Classify for ClientError {
     }
 }
 
+impl Classify for LoginError {
+    fn classify(&self) -> Failure {
+        match self {
+            Self::Throttled(e) => e.classify(),
+            Self::Account(e) => e.classify(),
+            Self::Token(e) => e.classify(),
+        }
+    }
+}
+
 impl Classify for TokenError {
     fn classify(&self) -> Failure {
         match self {
-            Self::Malformed
-            | Self::UnknownKey
-            | Self::WrongAlgorithm
-            | Self::WrongType
-            | Self::BadSignature
-            | Self::Expired
-            | Self::NotYetValid
-            | Self::WrongIssuer
-            | Self::WrongAudience
-            | Self::Revoked => Failure::of(
+            // The server's keyring is in memory, so keys are never
+            // "unavailable" here; the arm keeps the verifier's rule anyway.
+            Self::Invalid(e) if e.is_unavailable() => {
+                Failure::of(Status::Unavailable, "temporarily_unavailable", self)
+            }
+            Self::Invalid(_) | Self::Revoked => Failure::of(
                 Status::Unauthorized(Challenge::Bearer),
                 "invalid_token",
                 self,

@@ -22,12 +22,12 @@ use poem::web::headers::{ContentLength, HeaderMapExt as _};
 use poem::{Endpoint, EndpointExt as _, IntoResponse, Request, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 
-use crate::accounts::{Accounts, Clients, LoginThrottle};
+use crate::accounts::{Accounts, Clients};
 use crate::clock::SharedClock;
 use crate::keys::{KeyManager, KeyScheduler, KeyringHandle};
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::token::Tokens;
+use crate::token::{Login, Tokens};
 
 /// Largest accepted request body (SPEC §5).
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -57,8 +57,8 @@ pub struct HttpState {
     pub clock: SharedClock,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// Failed-login counters.
-    pub throttle: Arc<LoginThrottle>,
+    /// The login policy (throttle, password check, tokens).
+    pub login: Login,
 }
 
 #[derive(Tags)]

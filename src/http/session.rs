@@ -7,12 +7,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use secrecy::SecretString;
 
-use crate::accounts::AccountError;
-use crate::metrics::IssuedBy;
-
 use super::auth::BearerAuth;
 use super::{ApiError, ApiTags, HttpState};
-use crate::token::FIRST_PARTY_CLIENT;
 
 /// Credentials.
 #[derive(Object)]
@@ -88,33 +84,12 @@ impl SessionApi {
         body: Json<LoginRequest>,
     ) -> Result<LoginResponse, ApiError> {
         let Json(LoginRequest { username, password }) = body;
-        let password = SecretString::from(password);
         let address = req.remote_addr().as_socket_addr().map(|a| a.ip());
-        let throttle = &self.state.throttle;
-        if let Err(throttled) = throttle.check(&username, address) {
-            self.state.metrics.login_failed();
-            tracing::warn!(audit = "login_throttled", client = ?address, "login throttled");
-            return Err(throttled.into());
-        }
-        let user = match self.state.accounts.authenticate(&username, &password).await {
-            Ok(user) => user,
-            Err(err) => {
-                if matches!(err, AccountError::InvalidCredentials) {
-                    throttle.failed(&username, address);
-                }
-                self.state.metrics.login_failed();
-                tracing::info!(audit = "login_failed", client = ?address, "login failed");
-                return Err(err.into());
-            }
-        };
-        throttle.succeeded(&username);
         let issued = self
             .state
-            .tokens
-            .issue_for_user(&user, FIRST_PARTY_CLIENT, "")
+            .login
+            .login(&username, &SecretString::from(password), address)
             .await?;
-        self.state.metrics.token_issued(IssuedBy::Login);
-        tracing::info!(audit = "login", user_id = %user.id, "login succeeded");
         Ok(LoginResponse::Ok(
             Json(TokenResponse {
                 access_token: issued.access_token,

@@ -12,7 +12,7 @@ use super::{
     AccessClaims, FIRST_PARTY_CLIENT, IssuedTokens, RefreshTokenRow, TokenError, Tokens,
     hash_refresh_token, random_token, secs,
 };
-use crate::accounts::{Client, GrantType, is_scope_token};
+use crate::accounts::{Client, GrantType, accepts_token, is_scope_token};
 use crate::store::{RefreshTokenState, RevokedJti, StoreError, UserRow};
 
 /// Why a grant failed; the variants are RFC 6749 §5.2's error codes. The
@@ -266,7 +266,7 @@ impl Tokens {
             return Ok(None);
         };
         let user = self.store.find_user_by_id(user_id).await?;
-        Ok(user.filter(|u| !u.disabled && row.issued_at > u.tokens_valid_after))
+        Ok(user.filter(|u| accepts_token(u.disabled, u.tokens_valid_after, row.issued_at)))
     }
 
     async fn revoke_family_after_reuse(&self, row: &RefreshTokenRow) -> Result<(), GrantError> {
