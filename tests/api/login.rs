@@ -2,7 +2,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{ISSUER, PASSWORD, error_code, segment, spawn_app};
+use crate::helpers::{ISSUER, PASSWORD, TestApp, error_code, segment, spawn_app};
 
 #[tokio::test]
 async fn login_returns_tokens_per_spec() {
@@ -170,14 +170,29 @@ async fn login_burst_does_not_stall_jwks_or_profile() {
 #[tokio::test]
 async fn login_rejects_bad_bodies() {
     let app = spawn_app().await;
-    let cases: Vec<(&str, &str, u16)> = vec![
-        ("application/json", "{", 400),
-        ("application/json", "{\"username\":\"a\"}", 400),
-        ("application/json", "[]", 400),
-        ("application/json", "{\"username\":{},\"password\":[]}", 400),
-        ("text/plain", "username=a&password=b", 415),
+    let cases: Vec<(&str, &str, u16, &str)> = vec![
+        ("application/json", "{", 400, "invalid_request"),
+        (
+            "application/json",
+            "{\"username\":\"a\"}",
+            400,
+            "invalid_request",
+        ),
+        ("application/json", "[]", 400, "invalid_request"),
+        (
+            "application/json",
+            "{\"username\":{},\"password\":[]}",
+            400,
+            "invalid_request",
+        ),
+        (
+            "text/plain",
+            "username=a&password=b",
+            415,
+            "unsupported_media_type",
+        ),
     ];
-    for (content_type, body, status) in cases {
+    for (content_type, body, status, expected_code) in cases {
         let response = app
             .client
             .post(app.url("/login"))
@@ -187,12 +202,21 @@ async fn login_rejects_bad_bodies() {
             .await
             .unwrap();
         assert_eq!(response.status().as_u16(), status, "{content_type} {body}");
-        let code = error_code(response).await;
-        assert!(!code.is_empty());
+        assert_eq!(error_code(response).await, expected_code, "{body}");
     }
     // A password far beyond the limit is refused like any wrong password.
     let response = app.login("alice", &"x".repeat(60_000)).await;
     assert_eq!(response.status(), 401);
+}
+
+/// `keyturn_login_failures_total` from `/metrics`.
+async fn login_failures(app: &TestApp) -> u64 {
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("keyturn_login_failures_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no login failure count in {metrics}"))
 }
 
 #[tokio::test]
@@ -221,16 +245,13 @@ async fn repeated_failures_are_throttled() {
     app.clock.advance(250);
     let response = app.login("alice", PASSWORD).await;
     assert_eq!(response.status(), 200, "the window has slid");
-    // A success clears the name's failures.
+    // A success clears the name's failures, and each failure is counted.
+    let failures_before = login_failures(&app).await;
     for _ in 0..4 {
         app.login("alice", "wrong password").await;
     }
     assert_eq!(app.login("alice", PASSWORD).await.status(), 200);
-    let metrics = app.get("/metrics", None).await.text().await.unwrap();
-    assert!(
-        metrics.contains("keyturn_login_failures_total 16"),
-        "{metrics}"
-    );
+    assert_eq!(login_failures(&app).await, failures_before + 4);
 }
 
 #[tokio::test]

@@ -9,33 +9,37 @@ async fn openapi_documents_every_route_security_and_errors() {
     assert_eq!(response.status(), 200);
     let doc: Value = response.json().await.unwrap();
     let paths = doc["paths"].as_object().unwrap();
-    for (path, method) in [
-        ("/health", "get"),
-        ("/ready", "get"),
-        ("/login", "post"),
-        ("/profile", "get"),
-        ("/.well-known/jwks.json", "get"),
-        ("/admin/keys", "get"),
-        ("/admin/users", "get"),
-        ("/admin/users", "post"),
-        ("/admin/users/{username}", "patch"),
-        ("/admin/users/{username}", "delete"),
-        ("/oauth/token", "post"),
-        ("/oauth/revoke", "post"),
-        ("/oauth/introspect", "post"),
-        ("/logout", "post"),
-        ("/.well-known/oauth-authorization-server", "get"),
-        ("/.well-known/openid-configuration", "get"),
-        ("/admin/clients", "get"),
-        ("/admin/clients", "post"),
-        ("/admin/clients/{client_id}", "delete"),
+    // Every route, with the success status it documents.
+    for (path, method, success) in [
+        ("/health", "get", "200"),
+        ("/ready", "get", "200"),
+        ("/login", "post", "200"),
+        ("/profile", "get", "200"),
+        ("/.well-known/jwks.json", "get", "200"),
+        ("/admin/keys", "get", "200"),
+        ("/admin/keys/rotate", "post", "200"),
+        ("/admin/keys/{kid}/revoke", "post", "200"),
+        ("/admin/users", "get", "200"),
+        ("/admin/users", "post", "201"),
+        ("/admin/users/{username}", "patch", "200"),
+        ("/admin/users/{username}", "delete", "204"),
+        ("/oauth/token", "post", "200"),
+        ("/oauth/revoke", "post", "200"),
+        ("/oauth/introspect", "post", "200"),
+        ("/logout", "post", "204"),
+        ("/.well-known/oauth-authorization-server", "get", "200"),
+        ("/.well-known/openid-configuration", "get", "200"),
+        ("/metrics", "get", "200"),
+        ("/admin/clients", "get", "200"),
+        ("/admin/clients", "post", "201"),
+        ("/admin/clients/{client_id}", "delete", "204"),
     ] {
         let op = &paths[path][method];
         assert!(op.is_object(), "{method} {path} documented");
         assert!(
-            op["responses"]["200"].is_object()
-                || op["responses"]["201"].is_object()
-                || op["responses"]["204"].is_object()
+            op["responses"][success].is_object(),
+            "{method} {path} documents {success}: {}",
+            op["responses"]
         );
     }
     let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
@@ -47,15 +51,45 @@ async fn openapi_documents_every_route_security_and_errors() {
     };
     scheme("bearer");
     scheme("basic");
+    let bearer_name = schemes
+        .iter()
+        .find(|(_, s)| s["scheme"] == "bearer")
+        .map(|(name, _)| name.clone())
+        .unwrap();
+    let error_body = |op: &Value, status: &str| {
+        let content = op["responses"][status]["content"].as_object().unwrap();
+        let (_, media) = content.iter().next().unwrap();
+        assert_eq!(
+            media["schema"]["$ref"], "#/components/schemas/ErrorBody",
+            "{status} has the error shape"
+        );
+    };
     for (path, method) in [("/profile", "get"), ("/admin/users", "post")] {
         let op = &paths[path][method];
-        assert!(op["security"].is_array(), "{path} has security");
-        assert!(op["responses"]["401"].is_object(), "{path} documents 401");
-        assert!(op["responses"]["403"].is_object(), "{path} documents 403");
+        assert_eq!(
+            op["security"][0][&bearer_name],
+            serde_json::json!([]),
+            "{path} needs the bearer scheme: {}",
+            op["security"]
+        );
+        error_body(op, "401");
+        error_body(op, "403");
+        assert!(
+            op["responses"]["401"]["headers"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .any(|h| h.eq_ignore_ascii_case("www-authenticate")),
+            "{path} 401 documents WWW-Authenticate"
+        );
     }
-    assert!(paths["/login"]["post"]["responses"]["401"].is_object());
+    error_body(&paths["/login"]["post"], "401");
+    error_body(&paths["/login"]["post"], "429");
     assert!(paths["/.well-known/jwks.json"]["get"]["responses"]["304"].is_object());
-    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    let error_schema = &doc["components"]["schemas"]["ErrorBody"];
+    for field in ["error", "error_description"] {
+        assert_eq!(error_schema["properties"][field]["type"], "string");
+    }
 }
 
 #[tokio::test]
