@@ -61,13 +61,7 @@ async fn cli_user_logs_in_to_the_running_server() {
     app.clock.advance(1);
     let out = app.cli(&["users", "disable", "alice"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let status = app
-        .eventually(
-            || async { app.get("/profile", Some(&token)).await.status() },
-            |s| *s == 401,
-        )
-        .await;
-    assert_eq!(status, 401);
+    app.assert_profile_becomes(&token, 401).await;
     assert_eq!(app.login("alice", PASSWORD).await.status(), 401);
 }
 

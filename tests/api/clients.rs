@@ -154,13 +154,7 @@ async fn cli_manages_clients_of_the_running_server() {
         .await;
     assert_eq!(response.status(), 200);
     let token = app.client_token("reports", &secret).await;
-    let status = app
-        .eventually(
-            || async { app.get("/profile", Some(&token)).await.status() },
-            |s| *s == 200,
-        )
-        .await;
-    assert_eq!(status, 200);
+    app.assert_profile_becomes(&token, 200).await;
 
     let out = app.cli(&["clients", "list"], None);
     assert!(out.status.success());
@@ -177,13 +171,7 @@ async fn cli_manages_clients_of_the_running_server() {
 
     let out = app.cli(&["clients", "remove", "reports"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let status = app
-        .eventually(
-            || async { app.get("/profile", Some(&token)).await.status() },
-            |s| *s == 401,
-        )
-        .await;
-    assert_eq!(status, 401);
+    app.assert_profile_becomes(&token, 401).await;
 
     let out = app.cli(&["clients", "remove", "reports"], None);
     assert_eq!(out.status.code(), Some(1));

@@ -308,6 +308,19 @@ impl TestApp {
         }
         value
     }
+
+    /// Asserts that `/profile` answers `status` for `token` once this
+    /// instance's background poll has caught up with a change made
+    /// elsewhere (the CLI, another instance), within the poll's few seconds.
+    pub async fn assert_profile_becomes(&self, token: &str, status: u16) {
+        let seen = self
+            .eventually(
+                || async { self.get("/profile", Some(token)).await.status() },
+                |s| *s == status,
+            )
+            .await;
+        assert_eq!(seen, status, "/profile never answered {status}");
+    }
 }
 
 /// Decodes a JWT segment (header or claims) without verifying anything.

@@ -136,13 +136,7 @@ async fn three_instances_on_one_database_rotate_once() {
     a.create_user("alice", &[]).await;
     let token = b.token("alice").await;
     for app in [&a, &b, &c] {
-        let status = app
-            .eventually(
-                || async { app.get("/profile", Some(&token)).await.status() },
-                |s| *s == 200,
-            )
-            .await;
-        assert_eq!(status, 200);
+        app.assert_profile_becomes(&token, 200).await;
     }
 }
 

@@ -330,13 +330,7 @@ async fn another_instances_revocations_are_seen_within_seconds() {
 
     // ...and this one refuses both within a few seconds, without a restart.
     for token in [&access, &client_token] {
-        let status = app
-            .eventually(
-                || async { app.get("/profile", Some(token)).await.status() },
-                |s| *s == 401,
-            )
-            .await;
-        assert_eq!(status, 401);
+        app.assert_profile_becomes(token, 401).await;
     }
     assert_oauth_error(app.refresh(&refresh).await, 400, "invalid_grant").await;
 
@@ -351,13 +345,7 @@ async fn another_instances_revocations_are_seen_within_seconds() {
         .await
         .unwrap();
     assert_eq!(response.status(), 204);
-    let status = app
-        .eventually(
-            || async { app.get("/profile", Some(&fresh)).await.status() },
-            |s| *s == 401,
-        )
-        .await;
-    assert_eq!(status, 401);
+    app.assert_profile_becomes(&fresh, 401).await;
 }
 
 #[tokio::test]
