@@ -1,3 +1,4 @@
+use keyturn::keys::KeyState;
 use serde_json::{Value, json};
 
 use crate::helpers::{PASSWORD, error_code, spawn_app};
@@ -52,9 +53,12 @@ async fn admin_lists_keys_without_private_material() {
     let text = response.text().await.unwrap();
     let body: Value = serde_json::from_str(&text).unwrap();
     let keys = body["keys"].as_array().unwrap();
-    let states: Vec<&str> = keys.iter().map(|k| k["state"].as_str().unwrap()).collect();
+    let states: Vec<KeyState> = keys
+        .iter()
+        .map(|k| k["state"].as_str().unwrap().parse().unwrap())
+        .collect();
     assert!(
-        states.contains(&"current") && states.contains(&"next"),
+        states.contains(&KeyState::Current) && states.contains(&KeyState::Next),
         "{states:?}"
     );
     for key in keys {
