@@ -20,8 +20,6 @@ use std::hint::black_box;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::{PasswordHasher as _, SaltString};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{EncodingKey, Header, Validation};
 use keyturn::keys::{PublicJwk, SigningAlg, SigningKey};
@@ -58,27 +56,12 @@ struct Key {
     encoding: EncodingKey,
 }
 
-fn jwk(kty: &str, alg: SigningAlg) -> PublicJwk {
-    PublicJwk {
-        kty: kty.into(),
-        use_: "sig".into(),
-        alg: alg.as_str().into(),
-        kid: String::new(),
-        n: None,
-        e: None,
-        crv: None,
-        x: None,
-    }
-}
-
 fn key(alg: SigningAlg) -> Key {
-    let (pkcs8, mut public, encoding) = match alg {
+    let (pkcs8, public, encoding) = match alg {
         SigningAlg::Rs256 => {
             let private =
                 rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).expect("RSA generation");
-            let mut public = jwk("RSA", alg);
-            public.n = Some(B64.encode(private.n().to_bytes_be()));
-            public.e = Some(B64.encode(private.e().to_bytes_be()));
+            let public = PublicJwk::rsa(&private.n().to_bytes_be(), &private.e().to_bytes_be());
             let pkcs8 = private.to_pkcs8_der().expect("PKCS#8").as_bytes().to_vec();
             let pkcs1 = private.to_pkcs1_der().expect("PKCS#1");
             let encoding = EncodingKey::from_rsa_der(pkcs1.as_bytes());
@@ -91,14 +74,11 @@ fn key(alg: SigningAlg) -> Key {
                     .expect("Ed25519 generation");
             let pair =
                 ring::signature::Ed25519KeyPair::from_pkcs8(doc.as_ref()).expect("Ed25519 parse");
-            let mut public = jwk("OKP", alg);
-            public.crv = Some("Ed25519".into());
-            public.x = Some(B64.encode(pair.public_key().as_ref()));
+            let public = PublicJwk::ed25519(pair.public_key().as_ref());
             let encoding = EncodingKey::from_ed_der(doc.as_ref());
             (doc.as_ref().to_vec(), public, encoding)
         }
     };
-    public.kid = public.thumbprint();
     Key {
         alg,
         pkcs8,
@@ -134,7 +114,7 @@ fn check(token: &str, key: &Key) {
     validation.set_audience(&["keyturn"]);
     let data = jsonwebtoken::decode::<serde_json::Value>(token, &decoding, &validation)
         .expect("token verifies");
-    assert_eq!(data.header.kid.as_deref(), Some(key.public.kid.as_str()));
+    assert_eq!(data.header.kid.as_deref(), Some(key.public.kid()));
 }
 
 /// Signs a message, returning the signature bytes.
@@ -164,10 +144,10 @@ fn raw_signer(alg: SigningAlg, pkcs8: &[u8]) -> RawSigner {
 fn bench_sign(c: &mut Criterion) {
     let claims = claims();
     for key in [key(SigningAlg::Rs256), key(SigningAlg::EdDsa)] {
-        let signer = SigningKey::from_pkcs8(key.alg, &key.pkcs8, key.public.clone())
-            .expect("keyturn parses its key");
+        let signer =
+            SigningKey::from_pkcs8(&key.pkcs8, key.public.clone()).expect("keyturn parses its key");
         let mut header = Header::new(key.alg.jwt_algorithm());
-        header.kid = Some(key.public.kid.clone());
+        header.kid = Some(key.public.kid().to_owned());
         header.typ = Some("at+jwt".into());
 
         check(&signer.sign_jwt(&claims).expect("sign"), &key);
@@ -195,8 +175,7 @@ fn bench_sign(c: &mut Criterion) {
         });
         group.bench_function("keyturn_parse_pkcs8_once", |b| {
             b.iter(|| {
-                SigningKey::from_pkcs8(key.alg, black_box(&key.pkcs8), key.public.clone())
-                    .expect("parse")
+                SigningKey::from_pkcs8(black_box(&key.pkcs8), key.public.clone()).expect("parse")
             })
         });
         group.finish();

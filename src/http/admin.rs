@@ -6,24 +6,69 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use super::auth::BearerAuth;
 use super::error::{NO_CACHE, NO_STORE};
 use super::{ApiError, ApiTags, HttpState};
 use crate::accounts::{Client, NewClient, User, UserUpdate};
-use crate::keys::{KeyInfo, KeysetInfo};
+use crate::keys::{KeyInfo, KeyState, KeysetInfo, SigningAlg};
+
+/// A key's lifecycle state (see docs/key-rotation.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum KeyStateView {
+    /// Published, not yet signing.
+    Next,
+    /// Signing.
+    Current,
+    /// Published, no longer signing.
+    Retired,
+    /// Out of the JWKS; its private half destroyed.
+    Revoked,
+}
+
+impl From<KeyState> for KeyStateView {
+    fn from(state: KeyState) -> Self {
+        match state {
+            KeyState::Next => Self::Next,
+            KeyState::Current => Self::Current,
+            KeyState::Retired => Self::Retired,
+            KeyState::Revoked => Self::Revoked,
+        }
+    }
+}
+
+/// A signing algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum SigningAlgView {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    #[oai(rename = "RS256")]
+    Rs256,
+    /// Ed25519.
+    #[oai(rename = "EdDSA")]
+    EdDsa,
+}
+
+impl From<SigningAlg> for SigningAlgView {
+    fn from(alg: SigningAlg) -> Self {
+        match alg {
+            SigningAlg::Rs256 => Self::Rs256,
+            SigningAlg::EdDsa => Self::EdDsa,
+        }
+    }
+}
 
 /// A key as operators see it: never private material.
 #[derive(Debug, Object)]
 pub struct KeyView {
     /// RFC 7638 thumbprint.
     pub kid: String,
-    /// `RS256` or `EdDSA`.
-    pub alg: String,
-    /// `next`, `current`, `retired` or `revoked`.
-    pub state: String,
+    /// Signing algorithm.
+    pub alg: SigningAlgView,
+    /// Lifecycle state.
+    pub state: KeyStateView,
     /// Generated or imported.
     pub created_at: DateTime<Utc>,
     /// First published in the JWKS.
@@ -42,8 +87,8 @@ impl From<KeyInfo> for KeyView {
     fn from(k: KeyInfo) -> Self {
         Self {
             kid: k.kid,
-            alg: k.alg.to_string(),
-            state: k.state.to_string(),
+            alg: k.alg.into(),
+            state: k.state.into(),
             created_at: k.created_at,
             published_at: k.published_at,
             activated_at: k.activated_at,

@@ -275,10 +275,12 @@ impl Classify for KeyError {
                 "no such key (or already revoked)",
             ),
             Self::Import(_) => Failure::of(Status::BadRequest, "invalid_request", self),
-            Self::UnsupportedAlgorithm(_)
-            | Self::Generation(_)
+            Self::Generation(_)
+            | Self::Seal { .. }
             | Self::Unseal { .. }
-            | Self::Corrupt(_)
+            | Self::Corrupt { .. }
+            | Self::Signing { .. }
+            | Self::Transition { .. }
             | Self::Store(_) => Failure::internal(self),
         }
     }
@@ -692,7 +694,7 @@ mod tests {
                 (400, "not_found", None),
             ),
             (
-                || KeyError::Import("not PEM".into()).classify(),
+                || KeyError::Import(crate::keys::ImportError::NotPem).classify(),
                 (400, "invalid_request", None),
                 (400, "invalid_request", None),
             ),

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::keyring::{Jwks, Keyring, VerifyingKey};
-use super::material::{self, GeneratedKey, PublicJwk, SigningKey};
+use super::material::{self, GeneratedKey, ImportError, MaterialError, PublicJwk, SigningKey};
 use super::rotation::{self, Action, KeyMeta, Policy, RotationError, Trigger};
-use super::{KeyError, KeyState, MasterKey, SigningAlg};
+use super::{KeyError, KeyLifecycle, KeyState, MasterKey, NewKeyState, SigningAlg};
 use crate::store::{KeyChange, KeyRow, Store, StoreError};
 
 /// What operators see of a key: never private material.
@@ -68,44 +68,40 @@ pub struct KeyManager {
     rsa_bits: usize,
 }
 
-/// A stored row, decoded.
+/// A stored row with its public key parsed.
 struct StoredKey {
     row: KeyRow,
-    alg: SigningAlg,
-    state: KeyState,
     public: PublicJwk,
 }
 
 impl StoredKey {
+    fn state(&self) -> KeyState {
+        self.row.state()
+    }
+
     fn meta(&self) -> KeyMeta {
         KeyMeta {
             kid: self.row.kid.clone(),
-            alg: self.alg,
-            state: self.state,
+            alg: self.row.alg,
+            state: self.state(),
             published_at: self.row.published_at,
-            activated_at: self.row.activated_at,
-            retired_at: self.row.retired_at,
+            activated_at: self.row.lifecycle.activated_at(),
+            retired_at: self.row.lifecycle.retired_at(),
         }
     }
 }
 
 fn decode_row(row: KeyRow) -> Result<StoredKey, KeyError> {
-    let alg: SigningAlg = row.alg.parse()?;
-    let state: KeyState = row.state.parse()?;
-    let public: PublicJwk = serde_json::from_str(&row.public_jwk)
-        .map_err(|e| KeyError::Corrupt(format!("public JWK of {}: {e}", row.kid)))?;
-    if public.kid != row.kid || public.thumbprint() != row.kid {
-        return Err(KeyError::Corrupt(format!(
-            "key {} does not match its thumbprint",
-            row.kid
-        )));
+    let corrupt = |problem| KeyError::Corrupt {
+        kid: row.kid.clone(),
+        problem,
+    };
+    let public: PublicJwk =
+        serde_json::from_str(&row.public_jwk).map_err(|e| corrupt(MaterialError::PublicJwk(e)))?;
+    if public.kid() != row.kid || public.alg() != row.alg {
+        return Err(corrupt(MaterialError::KidMismatch));
     }
-    Ok(StoredKey {
-        row,
-        alg,
-        state,
-        public,
-    })
+    Ok(StoredKey { row, public })
 }
 
 fn timestamp(secs: i64) -> DateTime<Utc> {
@@ -138,11 +134,6 @@ impl KeyManager {
         }
     }
 
-    /// The lifecycle policy.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
     async fn keyset(&self) -> Result<(i64, Vec<StoredKey>), KeyError> {
         let (version, rows) = self.store.keyset().await?;
         let keys = rows.into_iter().map(decode_row).collect::<Result<_, _>>()?;
@@ -154,29 +145,26 @@ impl KeyManager {
         let (alg, bits) = (self.policy.alg, self.rsa_bits);
         tokio::task::spawn_blocking(move || material::generate(alg, bits))
             .await
-            .map_err(|e| KeyError::Generation(e.to_string()))?
+            .map_err(|e| KeyError::Generation(e.into()))?
     }
 
     fn new_row(
         &self,
-        alg: SigningAlg,
         generated: &GeneratedKey,
-        state: KeyState,
+        state: NewKeyState,
         now: i64,
     ) -> Result<KeyRow, KeyError> {
-        let kid = generated.public.kid.clone();
+        let kid = generated.public.kid().to_owned();
+        let sealed = self.master.seal(&kid, &generated.pkcs8)?;
         Ok(KeyRow {
-            sealed_private: Some(self.master.seal(&kid, &generated.pkcs8)?),
+            // A struct of strings always serializes.
             public_jwk: serde_json::to_string(&generated.public)
-                .map_err(|e| KeyError::Corrupt(e.to_string()))?,
+                .map_err(|e| KeyError::Generation(e.into()))?,
             kid,
-            alg: alg.as_str().to_owned(),
-            state: state.as_str().to_owned(),
+            alg: generated.public.alg(),
             created_at: now,
             published_at: now,
-            activated_at: (state == KeyState::Current).then_some(now),
-            retired_at: None,
-            revoked_at: None,
+            lifecycle: KeyLifecycle::new(state, sealed, now),
         })
     }
 
@@ -187,39 +175,35 @@ impl KeyManager {
         keys: &[StoredKey],
         actions: &[Action],
     ) -> Result<Vec<KeyChange>, KeyError> {
-        let row = |kid: &str| {
-            keys.iter()
-                .find(|k| k.row.kid == kid)
-                .map(|k| k.row.clone())
-                .ok_or(KeyError::NotFound)
-        };
+        // Moves `kid` along its lifecycle with `step`, or says why not.
+        let transition =
+            |kid: &str,
+             to: KeyState,
+             step: fn(KeyLifecycle, i64) -> Result<KeyLifecycle, KeyLifecycle>| {
+                let mut row = keys
+                    .iter()
+                    .find(|k| k.row.kid == kid)
+                    .map(|k| k.row.clone())
+                    .ok_or(KeyError::NotFound)?;
+                row.lifecycle = step(row.lifecycle, now).map_err(|from| KeyError::Transition {
+                    kid: kid.to_owned(),
+                    from: from.state(),
+                    to,
+                })?;
+                Ok::<_, KeyError>(KeyChange::Update(row))
+            };
         let mut changes = Vec::with_capacity(actions.len());
         for action in actions {
             changes.push(match action {
                 Action::Generate(state) => {
                     let generated = self.generate().await?;
-                    KeyChange::Insert(self.new_row(self.policy.alg, &generated, *state, now)?)
+                    KeyChange::Insert(self.new_row(&generated, *state, now)?)
                 }
-                Action::Promote(kid) => {
-                    let mut r = row(kid)?;
-                    r.state = KeyState::Current.as_str().into();
-                    r.activated_at = Some(now);
-                    KeyChange::Update(r)
-                }
-                Action::Retire(kid) => {
-                    let mut r = row(kid)?;
-                    r.state = KeyState::Retired.as_str().into();
-                    r.retired_at = Some(now);
-                    KeyChange::Update(r)
-                }
-                Action::Revoke(kid) => {
-                    let mut r = row(kid)?;
-                    r.state = KeyState::Revoked.as_str().into();
-                    r.revoked_at = Some(now);
-                    // The private half is destroyed, not just hidden.
-                    r.sealed_private = None;
-                    KeyChange::Update(r)
-                }
+                Action::Promote(kid) => transition(kid, KeyState::Current, KeyLifecycle::promote)?,
+                Action::Retire(kid) => transition(kid, KeyState::Retired, KeyLifecycle::retire)?,
+                // A revoked lifecycle has no private half: it is destroyed
+                // (its column set to NULL), not just hidden.
+                Action::Revoke(kid) => transition(kid, KeyState::Revoked, KeyLifecycle::revoke)?,
                 Action::Prune(kid) | Action::Drop(kid) => KeyChange::Delete(kid.clone()),
             });
         }
@@ -301,20 +285,22 @@ impl KeyManager {
     /// algorithm, replacing a generated successor that never signed. It
     /// signs after the usual prepublish time, at the next rotation.
     pub async fn import(&self, pem: &str, now: i64) -> Result<String, KeyError> {
-        let (alg, generated) = material::import_pem(pem)?;
+        let generated = material::import_pem(pem)?;
+        let alg = generated.public.alg();
         if alg != self.policy.alg {
-            return Err(KeyError::Import(format!(
-                "the key is {alg} but KEYTURN_SIGNING_ALG is {}; it would never sign",
-                self.policy.alg
-            )));
+            return Err(KeyError::Import(ImportError::WrongAlgorithm {
+                key: alg,
+                policy: self.policy.alg,
+            }));
         }
         // Refuse a key that does not load, before it reaches the store.
-        SigningKey::from_pkcs8(alg, &generated.pkcs8, generated.public.clone())?;
-        let row = self.new_row(alg, &generated, KeyState::Next, now)?;
+        SigningKey::from_pkcs8(&generated.pkcs8, generated.public.clone())
+            .map_err(|e| KeyError::Import(ImportError::Unusable(e)))?;
+        let row = self.new_row(&generated, NewKeyState::Next, now)?;
         let kid = row.kid.clone();
         self.change(now, |metas| {
             if metas.iter().any(|k| k.kid == kid) {
-                return Err(KeyError::Import("this key is already in the keyset".into()));
+                return Err(KeyError::Import(ImportError::Duplicate));
             }
             let replaced = metas
                 .iter()
@@ -333,37 +319,53 @@ impl KeyManager {
     pub async fn load_keyring(&self, now: i64) -> Result<Keyring, KeyError> {
         let (version, keys) = self.keyset().await?;
         let mut verifying = HashMap::new();
-        for key in keys.iter().filter(|k| k.state.is_published()) {
+        for key in keys.iter().filter(|k| k.state().is_published()) {
             // Next keys verify too: another instance may already have promoted
             // one and signed with it before this snapshot is refreshed.
             verifying.insert(
                 key.row.kid.clone(),
-                VerifyingKey::new(key.alg, key.state, key.public.decoding_key()?),
+                VerifyingKey::new(
+                    key.row.alg,
+                    key.state(),
+                    key.public
+                        .decoding_key()
+                        .map_err(|problem| KeyError::Corrupt {
+                            kid: key.row.kid.clone(),
+                            problem,
+                        })?,
+                ),
             );
         }
         let metas: Vec<KeyMeta> = keys.iter().map(StoredKey::meta).collect();
-        let signer = match rotation::signer(&metas, &self.policy) {
+        let (signer, signer_activated_at) = match rotation::signer(&metas, &self.policy) {
             Some(meta) => {
-                let key = keys
+                // The signer is a current key, which always has a private half.
+                let (key, sealed, activated_at) = keys
                     .iter()
-                    .find(|k| k.row.kid == meta.kid)
+                    .find_map(|k| match &k.row.lifecycle {
+                        KeyLifecycle::Current {
+                            sealed,
+                            activated_at,
+                        } if k.row.kid == meta.kid => Some((k, sealed, *activated_at)),
+                        _ => None,
+                    })
                     .ok_or(KeyError::NotFound)?;
-                let sealed = key.row.sealed_private.as_deref().ok_or_else(|| {
-                    KeyError::Corrupt(format!("current key {} has no private half", key.row.kid))
-                })?;
                 let pkcs8 = self.master.open(&key.row.kid, sealed)?;
-                Some(Arc::new(SigningKey::from_pkcs8(
-                    key.alg,
-                    &pkcs8,
-                    key.public.clone(),
-                )?))
+                let signing =
+                    SigningKey::from_pkcs8(&pkcs8, key.public.clone()).map_err(|problem| {
+                        KeyError::Corrupt {
+                            kid: key.row.kid.clone(),
+                            problem,
+                        }
+                    })?;
+                (Some(Arc::new(signing)), Some(activated_at))
             }
-            None => None,
+            None => (None, None),
         };
         Ok(Keyring::new(
             version,
             signer,
-            rotation::signer(&metas, &self.policy).and_then(|k| k.activated_at),
+            signer_activated_at,
             verifying,
             published_jwks(&keys),
             rotation::next_change_at(now, &metas, &self.policy),
@@ -379,18 +381,24 @@ impl KeyManager {
         Ok(KeysetInfo {
             keys: keys
                 .into_iter()
-                .map(|k| KeyInfo {
-                    prune_at: (k.state == KeyState::Retired)
-                        .then(|| k.row.retired_at.map(|t| timestamp(t + retire_after)))
-                        .flatten(),
-                    kid: k.row.kid,
-                    alg: k.alg,
-                    state: k.state,
-                    created_at: timestamp(k.row.created_at),
-                    published_at: timestamp(k.row.published_at),
-                    activated_at: k.row.activated_at.map(timestamp),
-                    retired_at: k.row.retired_at.map(timestamp),
-                    revoked_at: k.row.revoked_at.map(timestamp),
+                .map(|StoredKey { row, .. }| {
+                    let lifecycle = &row.lifecycle;
+                    KeyInfo {
+                        prune_at: match lifecycle {
+                            KeyLifecycle::Retired { retired_at, .. } => {
+                                Some(timestamp(retired_at + retire_after))
+                            }
+                            _ => None,
+                        },
+                        state: lifecycle.state(),
+                        created_at: timestamp(row.created_at),
+                        published_at: timestamp(row.published_at),
+                        activated_at: lifecycle.activated_at().map(timestamp),
+                        retired_at: lifecycle.retired_at().map(timestamp),
+                        revoked_at: lifecycle.revoked_at().map(timestamp),
+                        kid: row.kid,
+                        alg: row.alg,
+                    }
                 })
                 .collect(),
             next_rotation_at: next_rotation_at.map(timestamp),
@@ -438,11 +446,11 @@ fn audit(action: &Action, change: &KeyChange) {
 /// The JWKS of the published keys: current first (clients that take the
 /// first key get the signer), then next, then retired.
 fn published_jwks(keys: &[StoredKey]) -> Jwks {
-    let mut published: Vec<&StoredKey> = keys.iter().filter(|k| k.state.is_published()).collect();
-    published.sort_by_key(|k| match k.state {
+    let mut published: Vec<&StoredKey> = keys.iter().filter(|k| k.state().is_published()).collect();
+    published.sort_by_key(|k| match k.state() {
         KeyState::Current => 0,
         KeyState::Next => 1,
-        _ => 2,
+        KeyState::Retired | KeyState::Revoked => 2,
     });
     Jwks::build(published.into_iter().map(|k| &k.public))
 }

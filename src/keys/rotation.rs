@@ -14,7 +14,7 @@
 
 use chrono::DateTime;
 
-use super::{KeyState, SigningAlg};
+use super::{KeyState, NewKeyState, SigningAlg};
 
 /// What the lifecycle depends on.
 #[derive(Debug, Clone)]
@@ -62,7 +62,7 @@ pub enum Trigger {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Generate a key of the policy's algorithm in this state.
-    Generate(KeyState),
+    Generate(NewKeyState),
     /// `next` → `current`.
     Promote(String),
     /// `current` → `retired`.
@@ -191,7 +191,7 @@ pub fn plan(
                 plan.actions.push(Action::Promote(next.kid.clone()));
                 successor_consumed = true;
             }
-            None => plan.actions.push(Action::Generate(KeyState::Current)),
+            None => plan.actions.push(Action::Generate(NewKeyState::Current)),
         },
         Some(_) => {
             let wanted = match trigger {
@@ -205,7 +205,7 @@ pub fn plan(
                         plan.actions.push(Action::Promote(next.kid.clone()));
                         successor_consumed = true;
                     }
-                    None if force => plan.actions.push(Action::Generate(KeyState::Current)),
+                    None if force => plan.actions.push(Action::Generate(NewKeyState::Current)),
                     _ => {
                         let earliest = successor.map_or(now + policy.prepublish, |k| {
                             k.published_at + policy.prepublish
@@ -216,10 +216,12 @@ pub fn plan(
                         plan.postponed_until = Some(earliest);
                     }
                 }
-                let rotating = plan
-                    .actions
-                    .iter()
-                    .any(|a| matches!(a, Action::Promote(_) | Action::Generate(KeyState::Current)));
+                let rotating = plan.actions.iter().any(|a| {
+                    matches!(
+                        a,
+                        Action::Promote(_) | Action::Generate(NewKeyState::Current)
+                    )
+                });
                 if rotating {
                     for key in keys.iter().filter(|k| k.state == KeyState::Current) {
                         plan.actions.push(Action::Retire(key.kid.clone()));
@@ -230,13 +232,15 @@ pub fn plan(
     }
 
     if successor.is_none() || successor_consumed {
-        plan.actions.push(Action::Generate(KeyState::Next));
+        plan.actions.push(Action::Generate(NewKeyState::Next));
     }
     // Next keys of another algorithm will never sign; once the policy's
     // algorithm signs (or is about to), they leave the JWKS.
     let policy_alg_signs = signer.is_some_and(|k| k.alg == policy.alg)
         || plan.rotates()
-        || plan.actions.contains(&Action::Generate(KeyState::Current));
+        || plan
+            .actions
+            .contains(&Action::Generate(NewKeyState::Current));
     if policy_alg_signs {
         for key in keys
             .iter()
@@ -265,11 +269,11 @@ pub fn plan_revoke(
     if target.state == KeyState::Current && !still_signing {
         match successor.take() {
             Some(next) => actions.push(Action::Promote(next)),
-            None => actions.push(Action::Generate(KeyState::Current)),
+            None => actions.push(Action::Generate(NewKeyState::Current)),
         }
     }
     if successor.is_none() {
-        actions.push(Action::Generate(KeyState::Next));
+        actions.push(Action::Generate(NewKeyState::Next));
     }
     Ok(actions)
 }
@@ -301,9 +305,9 @@ mod tests {
                     keys.push(KeyMeta {
                         kid: format!("k{n}"),
                         alg: policy.alg,
-                        state: *state,
+                        state: (*state).into(),
                         published_at: now,
-                        activated_at: (*state == KeyState::Current).then_some(now),
+                        activated_at: (*state == NewKeyState::Current).then_some(now),
                         retired_at: None,
                     });
                 }
@@ -339,8 +343,8 @@ mod tests {
         assert_eq!(
             plan.actions,
             vec![
-                Action::Generate(KeyState::Current),
-                Action::Generate(KeyState::Next)
+                Action::Generate(NewKeyState::Current),
+                Action::Generate(NewKeyState::Next)
             ]
         );
     }
@@ -440,7 +444,7 @@ mod tests {
             vec![
                 Action::Promote("nxt".into()),
                 Action::Retire("cur".into()),
-                Action::Generate(KeyState::Next)
+                Action::Generate(NewKeyState::Next)
             ]
         );
         let on_time = super::plan(START - 600 + HOUR, &keys, &p, Trigger::Scheduled).unwrap();

@@ -39,6 +39,30 @@ pub enum MasterKeyError {
     },
 }
 
+/// A private key sealed by [`MasterKey::seal`], as stored. Only the master
+/// key opens it; `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedKey(Vec<u8>);
+
+impl SealedKey {
+    /// Wraps bytes read from the store (opened later, or refused, by
+    /// [`MasterKey::open`]).
+    pub fn from_stored(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    /// The bytes to store.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SealedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealedKey([sealed])")
+    }
+}
+
 /// The key-encryption key. Never logged, never serialized.
 pub struct MasterKey(SecretBox<[u8; 32]>);
 
@@ -101,11 +125,13 @@ impl MasterKey {
     }
 
     /// Encrypts `plaintext`, binding it to `kid`.
-    pub fn seal(&self, kid: &str, plaintext: &[u8]) -> Result<Vec<u8>, KeyError> {
+    pub fn seal(&self, kid: &str, plaintext: &[u8]) -> Result<SealedKey, KeyError> {
+        // ring's errors carry no detail; the variant says what failed.
+        let fail = || KeyError::Seal {
+            kid: kid.to_owned(),
+        };
         let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| KeyError::Generation("no system randomness".into()))?;
+        SystemRandom::new().fill(&mut nonce).map_err(|_| fail())?;
         let mut buffer = plaintext.to_vec();
         self.aead()
             .seal_in_place_append_tag(
@@ -113,20 +139,20 @@ impl MasterKey {
                 Aad::from(kid.as_bytes()),
                 &mut buffer,
             )
-            .map_err(|_| KeyError::Generation("sealing failed".into()))?;
+            .map_err(|_| fail())?;
         let mut sealed = Vec::with_capacity(1 + NONCE_LEN + buffer.len());
         sealed.push(FORMAT_V1);
         sealed.extend_from_slice(&nonce);
         sealed.extend_from_slice(&buffer);
-        Ok(sealed)
+        Ok(SealedKey(sealed))
     }
 
     /// Decrypts a blob made by [`MasterKey::seal`] for the same `kid`.
-    pub fn open(&self, kid: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    pub fn open(&self, kid: &str, sealed: &SealedKey) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         let fail = || KeyError::Unseal {
             kid: kid.to_owned(),
         };
-        let (&version, rest) = sealed.split_first().ok_or_else(fail)?;
+        let (&version, rest) = sealed.0.split_first().ok_or_else(fail)?;
         if version != FORMAT_V1 || rest.len() < NONCE_LEN {
             return Err(fail());
         }
@@ -183,14 +209,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = MasterKey::load_or_create(dir.path()).unwrap();
         let sealed = key.seal("kid-a", b"private bytes").unwrap();
-        assert!(!sealed.windows(13).any(|w| w == b"private bytes"));
+        assert!(!sealed.as_bytes().windows(13).any(|w| w == b"private bytes"));
+        assert_eq!(format!("{sealed:?}"), "SealedKey([sealed])");
         assert_eq!(
             key.open("kid-a", &sealed).unwrap().as_slice(),
             b"private bytes"
         );
         assert!(key.open("kid-b", &sealed).is_err(), "bound to its kid");
         let mut tampered = sealed.clone();
-        *tampered.last_mut().unwrap() ^= 1;
+        *tampered.0.last_mut().unwrap() ^= 1;
         assert!(key.open("kid-a", &tampered).is_err());
         // Loading again reads the same key.
         let again = MasterKey::load_or_create(dir.path()).unwrap();

@@ -1,73 +1,153 @@
 //! The `keys` table: public JWK, sealed private half, state and timestamps.
+//!
+//! Rows decode here into the key vocabulary: `state` and `alg` into
+//! [`KeyState`]/[`SigningAlg`], and the state with its columns into a
+//! [`KeyLifecycle`], so a row that names an unknown state or holds what its
+//! state may not (a revoked key with a private half, a current key without
+//! one) is a [`StoreError::KeyRow`], never a string compared later.
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Store, StoreError};
+use crate::keys::{KeyLifecycle, KeyState, SealedKey, SigningAlg, UnknownName};
 
 /// One change to the keys table, applied with others in one transaction.
 #[derive(Debug, Clone)]
 pub enum KeyChange {
     /// A new key.
     Insert(KeyRow),
-    /// New state, timestamps or (dropped) private half of an existing key.
+    /// New lifecycle (state, timestamps, dropped private half) of an
+    /// existing key.
     Update(KeyRow),
     /// Remove the key entirely (pruned, or a successor that never signed).
     Delete(String),
 }
 
-/// One stored key, as the database holds it. The private half is sealed
+/// One stored key. The private half, when the state has one, is sealed
 /// (AEAD under the master key); only `keys::seal` can open it.
-#[derive(Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRow {
     /// RFC 7638 thumbprint of the public key.
     pub kid: String,
-    /// JWS algorithm (`RS256`, `EdDSA`).
-    pub alg: String,
-    /// `next`, `current`, `retired` or `revoked`.
-    pub state: String,
+    /// JWS algorithm.
+    pub alg: SigningAlg,
     /// The public JWK as JSON.
     pub public_jwk: String,
-    /// Sealed PKCS#8 private key; `None` once revoked or pruned.
-    pub sealed_private: Option<Vec<u8>>,
     /// When the key was generated or imported.
     pub created_at: i64,
     /// When the key first appeared in the JWKS.
     pub published_at: i64,
-    /// When the key started signing.
-    pub activated_at: Option<i64>,
-    /// When the key stopped signing.
-    pub retired_at: Option<i64>,
-    /// When the key was revoked.
-    pub revoked_at: Option<i64>,
+    /// State, its timestamps and (unless revoked) the sealed private half.
+    pub lifecycle: KeyLifecycle,
 }
 
-impl std::fmt::Debug for KeyRow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRow")
-            .field("kid", &self.kid)
-            .field("alg", &self.alg)
-            .field("state", &self.state)
-            .field(
-                "sealed_private",
-                &self.sealed_private.as_ref().map(|_| "[sealed]"),
-            )
-            .finish_non_exhaustive()
+impl KeyRow {
+    /// The lifecycle state.
+    pub fn state(&self) -> KeyState {
+        self.lifecycle.state()
     }
 }
 
-fn key_from_row(row: &AnyRow) -> Result<KeyRow, sqlx::Error> {
+/// Why a stored key row does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRowError {
+    /// `state` or `alg` holds a name keyturn does not know.
+    #[error(transparent)]
+    Unknown(#[from] UnknownName),
+    /// A column the state requires is NULL.
+    #[error("a {state} key must have {column}")]
+    Missing {
+        /// The row's state.
+        state: KeyState,
+        /// The NULL column.
+        column: &'static str,
+    },
+    /// A revoked key still holds sealed private material.
+    #[error("a revoked key must not hold sealed_private")]
+    RevokedWithPrivate,
+}
+
+/// The lifecycle columns of a row.
+struct Columns {
+    state: KeyState,
+    sealed_private: Option<Vec<u8>>,
+    activated_at: Option<i64>,
+    retired_at: Option<i64>,
+    revoked_at: Option<i64>,
+}
+
+impl Columns {
+    fn of(lifecycle: &KeyLifecycle) -> Self {
+        Self {
+            state: lifecycle.state(),
+            sealed_private: lifecycle.sealed().map(|s| s.as_bytes().to_vec()),
+            activated_at: lifecycle.activated_at(),
+            retired_at: lifecycle.retired_at(),
+            revoked_at: lifecycle.revoked_at(),
+        }
+    }
+
+    fn lifecycle(self) -> Result<KeyLifecycle, KeyRowError> {
+        let state = self.state;
+        let missing = |column| KeyRowError::Missing { state, column };
+        let sealed = self.sealed_private.map(SealedKey::from_stored);
+        Ok(match state {
+            KeyState::Next => KeyLifecycle::Next {
+                sealed: sealed.ok_or(missing("sealed_private"))?,
+            },
+            KeyState::Current => KeyLifecycle::Current {
+                sealed: sealed.ok_or(missing("sealed_private"))?,
+                activated_at: self.activated_at.ok_or(missing("activated_at"))?,
+            },
+            KeyState::Retired => KeyLifecycle::Retired {
+                sealed: sealed.ok_or(missing("sealed_private"))?,
+                activated_at: self.activated_at.ok_or(missing("activated_at"))?,
+                retired_at: self.retired_at.ok_or(missing("retired_at"))?,
+            },
+            KeyState::Revoked => {
+                if sealed.is_some() {
+                    return Err(KeyRowError::RevokedWithPrivate);
+                }
+                KeyLifecycle::Revoked {
+                    activated_at: self.activated_at,
+                    retired_at: self.retired_at,
+                    revoked_at: self.revoked_at.ok_or(missing("revoked_at"))?,
+                }
+            }
+        })
+    }
+}
+
+fn key_from_row(row: &AnyRow) -> Result<KeyRow, StoreError> {
+    let kid: String = row.try_get("kid")?;
+    let alg: String = row.try_get("alg")?;
+    let state: String = row.try_get("state")?;
+    let sealed_private = row.try_get("sealed_private")?;
+    let activated_at = row.try_get("activated_at")?;
+    let retired_at = row.try_get("retired_at")?;
+    let revoked_at = row.try_get("revoked_at")?;
+    let decode = || -> Result<(SigningAlg, KeyLifecycle), KeyRowError> {
+        let columns = Columns {
+            state: state.parse()?,
+            sealed_private,
+            activated_at,
+            retired_at,
+            revoked_at,
+        };
+        Ok((alg.parse()?, columns.lifecycle()?))
+    };
+    let (alg, lifecycle) = decode().map_err(|problem| StoreError::KeyRow {
+        kid: kid.clone(),
+        problem,
+    })?;
     Ok(KeyRow {
-        kid: row.try_get("kid")?,
-        alg: row.try_get("alg")?,
-        state: row.try_get("state")?,
+        kid,
+        alg,
         public_jwk: row.try_get("public_jwk")?,
-        sealed_private: row.try_get("sealed_private")?,
         created_at: row.try_get("created_at")?,
         published_at: row.try_get("published_at")?,
-        activated_at: row.try_get("activated_at")?,
-        retired_at: row.try_get("retired_at")?,
-        revoked_at: row.try_get("revoked_at")?,
+        lifecycle,
     })
 }
 
@@ -80,10 +160,7 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(key_from_row)
-            .collect::<Result<_, _>>()
-            .map_err(Into::into)
+        rows.iter().map(key_from_row).collect()
     }
 
     /// The keyset version and every key, oldest first. The version is read
@@ -119,15 +196,16 @@ impl Store {
             match change {
                 KeyChange::Insert(key) => insert_key(&mut tx, key).await?,
                 KeyChange::Update(key) => {
+                    let columns = Columns::of(&key.lifecycle);
                     let updated = sqlx::query(
                         "UPDATE keys SET state = $1, sealed_private = $2, activated_at = $3, \
                          retired_at = $4, revoked_at = $5 WHERE kid = $6",
                     )
-                    .bind(&key.state)
-                    .bind(key.sealed_private.clone())
-                    .bind(key.activated_at)
-                    .bind(key.retired_at)
-                    .bind(key.revoked_at)
+                    .bind(columns.state.as_str())
+                    .bind(columns.sealed_private)
+                    .bind(columns.activated_at)
+                    .bind(columns.retired_at)
+                    .bind(columns.revoked_at)
                     .bind(&key.kid)
                     .execute(&mut *tx)
                     .await?
@@ -150,23 +228,199 @@ impl Store {
 }
 
 async fn insert_key(conn: &mut sqlx::AnyConnection, key: &KeyRow) -> Result<(), StoreError> {
+    let columns = Columns::of(&key.lifecycle);
     sqlx::query(
         "INSERT INTO keys (kid, alg, state, public_jwk, sealed_private, created_at, \
          published_at, activated_at, retired_at, revoked_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&key.kid)
-    .bind(&key.alg)
-    .bind(&key.state)
+    .bind(key.alg.as_str())
+    .bind(columns.state.as_str())
     .bind(&key.public_jwk)
-    .bind(key.sealed_private.clone())
+    .bind(columns.sealed_private)
     .bind(key.created_at)
     .bind(key.published_at)
-    .bind(key.activated_at)
-    .bind(key.retired_at)
-    .bind(key.revoked_at)
+    .bind(columns.activated_at)
+    .bind(columns.retired_at)
+    .bind(columns.revoked_at)
     .execute(conn)
     .await
     .map_err(StoreError::from_write)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/keys.db", dir.path().display());
+        let store = Store::connect(&url).await.unwrap();
+        (dir, store)
+    }
+
+    fn row(kid: &str, lifecycle: KeyLifecycle) -> KeyRow {
+        KeyRow {
+            kid: kid.into(),
+            alg: SigningAlg::EdDsa,
+            public_jwk: "{}".into(),
+            created_at: 10,
+            published_at: 10,
+            lifecycle,
+        }
+    }
+
+    async fn apply(store: &Store, changes: &[KeyChange]) {
+        let version = store.versions().await.unwrap().keys;
+        store.apply_key_changes(version, changes).await.unwrap();
+    }
+
+    async fn sealed_column(store: &Store, kid: &str) -> Option<Vec<u8>> {
+        sqlx::query("SELECT sealed_private FROM keys WHERE kid = $1")
+            .bind(kid)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+            .try_get("sealed_private")
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn lifecycles_round_trip_and_revocation_nulls_the_private_half() {
+        let (_dir, store) = store().await;
+        let sealed = SealedKey::from_stored(vec![1, 2, 3]);
+        let next = row(
+            "a",
+            KeyLifecycle::Next {
+                sealed: sealed.clone(),
+            },
+        );
+        let current = row(
+            "b",
+            KeyLifecycle::Current {
+                sealed: sealed.clone(),
+                activated_at: 20,
+            },
+        );
+        apply(
+            &store,
+            &[
+                KeyChange::Insert(next.clone()),
+                KeyChange::Insert(current.clone()),
+            ],
+        )
+        .await;
+        assert_eq!(
+            store.list_keys().await.unwrap(),
+            vec![next.clone(), current.clone()]
+        );
+
+        let mut retired = current.clone();
+        retired.lifecycle = current.lifecycle.clone().retire(30).unwrap();
+        let mut revoked = next.clone();
+        revoked.lifecycle = next.lifecycle.clone().revoke(40).unwrap();
+        apply(
+            &store,
+            &[
+                KeyChange::Update(retired.clone()),
+                KeyChange::Update(revoked.clone()),
+            ],
+        )
+        .await;
+        let rows = store.list_keys().await.unwrap();
+        assert_eq!(rows, vec![revoked.clone(), retired.clone()]);
+        assert_eq!(
+            sealed_column(&store, "a").await,
+            None,
+            "destroyed in the row"
+        );
+        assert_eq!(sealed_column(&store, "b").await, Some(vec![1, 2, 3]));
+
+        // Revoking a retired key keeps its history.
+        let mut revoked_retired = retired.clone();
+        revoked_retired.lifecycle = retired.lifecycle.clone().revoke(50).unwrap();
+        apply(&store, &[KeyChange::Update(revoked_retired.clone())]).await;
+        assert_eq!(
+            store.list_keys().await.unwrap()[1].lifecycle,
+            KeyLifecycle::Revoked {
+                activated_at: Some(20),
+                retired_at: Some(30),
+                revoked_at: 50,
+            }
+        );
+        assert_eq!(sealed_column(&store, "b").await, None);
+    }
+
+    /// Whether a decoding error is the one expected.
+    type Expected = fn(&KeyRowError) -> bool;
+
+    #[tokio::test]
+    async fn rows_that_do_not_decode_are_typed_errors() {
+        let (_dir, store) = store().await;
+        apply(
+            &store,
+            &[KeyChange::Insert(row(
+                "k",
+                KeyLifecycle::Current {
+                    sealed: SealedKey::from_stored(vec![1]),
+                    activated_at: 20,
+                },
+            ))],
+        )
+        .await;
+        let cases: [(&str, Expected); 5] = [
+            (
+                "UPDATE keys SET state = 'expired'",
+                |e| matches!(e, KeyRowError::Unknown(n) if n.kind == "key state"),
+            ),
+            (
+                "UPDATE keys SET alg = 'HS256'",
+                |e| matches!(e, KeyRowError::Unknown(n) if n.kind == "signing algorithm"),
+            ),
+            ("UPDATE keys SET state = 'revoked', revoked_at = 30", |e| {
+                matches!(e, KeyRowError::RevokedWithPrivate)
+            }),
+            ("UPDATE keys SET sealed_private = NULL", |e| {
+                matches!(
+                    e,
+                    KeyRowError::Missing {
+                        state: KeyState::Current,
+                        column: "sealed_private"
+                    }
+                )
+            }),
+            ("UPDATE keys SET state = 'retired'", |e| {
+                matches!(
+                    e,
+                    KeyRowError::Missing {
+                        state: KeyState::Retired,
+                        column: "retired_at"
+                    }
+                )
+            }),
+        ];
+        for (statement, expected) in cases {
+            let mut tx = store.pool.begin().await.unwrap();
+            sqlx::query(statement).execute(&mut *tx).await.unwrap();
+            let row = sqlx::query(
+                "SELECT kid, alg, state, public_jwk, sealed_private, created_at, published_at, \
+                 activated_at, retired_at, revoked_at FROM keys",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+            tx.rollback().await.unwrap();
+            match key_from_row(&row) {
+                Err(StoreError::KeyRow { kid, problem }) => {
+                    assert_eq!(kid, "k");
+                    assert!(expected(&problem), "{statement}: {problem:?}");
+                }
+                other => panic!("{statement}: {other:?}"),
+            }
+        }
+        // Untouched, the row still decodes.
+        assert_eq!(store.list_keys().await.unwrap().len(), 1);
+    }
 }

@@ -13,7 +13,7 @@ mod tokens;
 mod users;
 
 pub use clients::{ClientRow, ClientStatusRow};
-pub use keys::{KeyChange, KeyRow};
+pub use keys::{KeyChange, KeyRow, KeyRowError};
 pub use tokens::{RefreshTokenRow, RefreshTokenState, RevokedJti};
 pub use users::{UserAuthRow, UserChange, UserRow};
 
@@ -39,6 +39,16 @@ pub enum StoreError {
     /// Stored data could not be decoded (corruption or a foreign writer).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// A stored key row names an unknown state or algorithm, or holds what
+    /// its state may not.
+    #[error("unreadable key row {kid}")]
+    KeyRow {
+        /// The key.
+        kid: String,
+        /// What is wrong with the row.
+        #[source]
+        problem: KeyRowError,
+    },
     /// The database failed or is unreachable.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -139,11 +149,6 @@ impl Store {
             }
         }
         Ok(())
-    }
-
-    /// The engine behind this store.
-    pub fn backend(&self) -> Backend {
-        self.backend
     }
 
     /// Cheap round trip, for readiness checks.

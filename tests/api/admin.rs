@@ -1,3 +1,4 @@
+use keyturn::keys::{KeyState, SigningAlg};
 use serde_json::{Value, json};
 
 use crate::helpers::{PASSWORD, error_code, spawn_app};
@@ -52,9 +53,12 @@ async fn admin_lists_keys_without_private_material() {
     let text = response.text().await.unwrap();
     let body: Value = serde_json::from_str(&text).unwrap();
     let keys = body["keys"].as_array().unwrap();
-    let states: Vec<&str> = keys.iter().map(|k| k["state"].as_str().unwrap()).collect();
+    let states: Vec<KeyState> = keys
+        .iter()
+        .map(|k| k["state"].as_str().unwrap().parse().unwrap())
+        .collect();
     assert!(
-        states.contains(&"current") && states.contains(&"next"),
+        states.contains(&KeyState::Current) && states.contains(&KeyState::Next),
         "{states:?}"
     );
     for key in keys {
@@ -64,6 +68,35 @@ async fn admin_lists_keys_without_private_material() {
     for secret in ["sealed", "private", "\"d\"", "PRIVATE KEY"] {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
+    // The document names every state and algorithm a listing may show.
+    let doc: Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let names = |schema: &str| -> Vec<String> {
+        schemas[schema]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{schema} is an enum"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let states: Vec<KeyState> = names("KeyStateView")
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            KeyState::Next,
+            KeyState::Current,
+            KeyState::Retired,
+            KeyState::Revoked
+        ]
+    );
+    let algs: Vec<SigningAlg> = names("SigningAlgView")
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(algs, [SigningAlg::Rs256, SigningAlg::EdDsa]);
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The real `keyturn` binary against the same store as a running server.
 
+use keyturn::keys::KeyState;
 use serde_json::Value;
 
 use crate::helpers::{PASSWORD, spawn_app};
@@ -137,10 +138,16 @@ async fn cli_keys_list_and_jwks() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let listing = text(&out.stdout);
     let served = app.jwks().await;
+    let mut states = Vec::new();
     for key in served["keys"].as_array().unwrap() {
-        assert!(listing.contains(key["kid"].as_str().unwrap()), "{listing}");
+        let kid = key["kid"].as_str().unwrap();
+        let line = listing.lines().find(|l| l.starts_with(kid));
+        let line = line.unwrap_or_else(|| panic!("{kid} in {listing}"));
+        let state: KeyState = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+        states.push(state);
     }
-    assert!(listing.contains("current") && listing.contains("next"));
+    states.sort_by_key(|s| s.as_str());
+    assert_eq!(states, [KeyState::Current, KeyState::Next], "{listing}");
     assert!(!listing.to_lowercase().contains("private"));
 
     let out = app.cli(&["keys", "jwks"], None);

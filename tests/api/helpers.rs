@@ -247,10 +247,10 @@ impl TestApp {
         let rows = self.services.store.list_keys().await.expect("keys");
         let row = rows
             .into_iter()
-            .find(|r| r.state == KeyState::Current.as_str())
+            .find(|r| r.state() == KeyState::Current)
             .expect("a current key");
         let pkcs8 = master
-            .open(&row.kid, row.sealed_private.as_deref().expect("sealed"))
+            .open(&row.kid, row.lifecycle.sealed().expect("sealed"))
             .expect("opens");
         (row.kid, pkcs8.to_vec())
     }

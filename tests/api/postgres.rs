@@ -1,6 +1,7 @@
 //! The same server on PostgreSQL (127.0.0.1:5432): the store seam holds,
 //! and several instances share one keyset, rotating exactly once.
 
+use keyturn::keys::{KeyLifecycle, KeyState};
 use serde_json::{Value, json};
 
 use crate::helpers::{PASSWORD, TestApp, fresh_pg_database, spawn_app_with, spawn_pg_app};
@@ -14,8 +15,12 @@ const SHORT: [(&str, &str); 5] = [
 ];
 
 fn states(rows: &[keyturn::store::KeyRow]) -> (usize, usize, usize) {
-    let count = |s: &str| rows.iter().filter(|r| r.state == s).count();
-    (count("current"), count("next"), count("retired"))
+    let count = |s: KeyState| rows.iter().filter(|r| r.state() == s).count();
+    (
+        count(KeyState::Current),
+        count(KeyState::Next),
+        count(KeyState::Retired),
+    )
 }
 
 async fn signer(app: &TestApp) -> String {
@@ -91,7 +96,19 @@ async fn rotation_revocation_and_pruning_on_postgres() {
     assert_eq!(app.get("/profile", Some(&fresh)).await.status(), 401);
     let rows = app.services.store.list_keys().await.unwrap();
     let revoked = rows.iter().find(|r| r.kid == victim).unwrap();
-    assert!(revoked.sealed_private.is_none());
+    assert!(matches!(revoked.lifecycle, KeyLifecycle::Revoked { .. }));
+    // In the database itself, the private half is gone.
+    let pool = sqlx::PgPool::connect(&app.settings.database_url)
+        .await
+        .unwrap();
+    let sealed: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT sealed_private FROM keys WHERE kid = $1")
+            .bind(&victim)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(sealed, None, "revoked key's sealed_private is NULL");
+    pool.close().await;
 
     app.clock.advance(330);
     app.tick().await;

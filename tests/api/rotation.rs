@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
-use keyturn::store::{KeyChange, StoreError};
+use keyturn::keys::{KeyLifecycle, KeyState};
+use keyturn::store::{KeyChange, KeyRow, StoreError};
 use serde_json::Value;
 
 use crate::helpers::{ISSUER, PASSWORD, TestApp, error_code, segment, spawn_app_with};
@@ -29,10 +30,11 @@ async fn app_with(extra: &[(&str, &str)]) -> TestApp {
     spawn_app_with(&settings).await
 }
 
-fn kids_by_state(keys: &Value) -> HashMap<String, Vec<String>> {
-    let mut map: HashMap<String, Vec<String>> = HashMap::new();
+/// The admin listing's kids by state (each state name must parse).
+fn kids_by_state(keys: &Value) -> HashMap<KeyState, Vec<String>> {
+    let mut map: HashMap<KeyState, Vec<String>> = HashMap::new();
     for key in keys["keys"].as_array().unwrap() {
-        map.entry(key["state"].as_str().unwrap().to_owned())
+        map.entry(key["state"].as_str().unwrap().parse().unwrap())
             .or_default()
             .push(key["kid"].as_str().unwrap().to_owned());
     }
@@ -73,7 +75,10 @@ async fn a_full_cycle_on_schedule() {
     let app = app_with(&[HOURLY]).await;
     let admin = app.user_token("root", &["admin"]).await;
     let start = kids_by_state(&admin_keys(&app, &admin).await);
-    let (first, second) = (start["current"][0].clone(), start["next"][0].clone());
+    let (first, second) = (
+        start[&KeyState::Current][0].clone(),
+        start[&KeyState::Next][0].clone(),
+    );
     assert_eq!(segment(&admin, 0)["kid"], first.as_str());
 
     // Before prepublish has passed, even the schedule does not promote `next`.
@@ -95,10 +100,10 @@ async fn a_full_cycle_on_schedule() {
     app.tick().await;
     assert_eq!(signer_kid(&app), second, "next became current");
     let after = kids_by_state(&admin_keys(&app, &before).await);
-    assert_eq!(after["retired"], vec![first.clone()]);
-    assert_eq!(after["current"], vec![second.clone()]);
-    assert_eq!(after["next"].len(), 1);
-    let third = after["next"][0].clone();
+    assert_eq!(after[&KeyState::Retired], vec![first.clone()]);
+    assert_eq!(after[&KeyState::Current], vec![second.clone()]);
+    assert_eq!(after[&KeyState::Next].len(), 1);
+    let third = after[&KeyState::Next][0].clone();
     let jwks = jwks_kids(&app.jwks().await);
     assert_eq!(jwks, vec![second.clone(), third.clone(), first.clone()]);
 
@@ -168,7 +173,7 @@ async fn manual_rotation_respects_prepublish_unless_forced() {
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     let states = kids_by_state(&body);
-    assert_eq!(states["retired"], vec![first.clone()]);
+    assert_eq!(states[&KeyState::Retired], vec![first.clone()]);
     let second = signer_kid(&app);
     assert_ne!(
         second, first,
@@ -202,9 +207,9 @@ async fn revocation_removes_the_key_and_its_tokens_at_once() {
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     let states = kids_by_state(&body);
-    assert_eq!(states["revoked"], vec![victim.clone()]);
-    assert_eq!(states["current"].len(), 1);
-    assert_eq!(states["next"].len(), 1);
+    assert_eq!(states[&KeyState::Revoked], vec![victim.clone()]);
+    assert_eq!(states[&KeyState::Current].len(), 1);
+    assert_eq!(states[&KeyState::Next].len(), 1);
 
     // Gone from the JWKS, with a new ETag; its tokens refused immediately.
     let response = app
@@ -233,9 +238,29 @@ async fn revocation_removes_the_key_and_its_tokens_at_once() {
     }
     // The revoked keys hold no private half any more.
     let rows = app.services.store.list_keys().await.unwrap();
-    for row in rows.iter().filter(|r| r.state == "revoked") {
-        assert!(row.sealed_private.is_none(), "{} destroyed", row.kid);
+    let revoked: Vec<&KeyRow> = rows
+        .iter()
+        .filter(|r| r.state() == KeyState::Revoked)
+        .collect();
+    assert_eq!(revoked.len(), 4);
+    for row in &revoked {
+        assert!(matches!(row.lifecycle, KeyLifecycle::Revoked { .. }));
+        assert!(row.lifecycle.sealed().is_none());
     }
+    // In the database itself, every revoked row's private half is NULL.
+    let pool = sqlx::SqlitePool::connect(&app.settings.database_url)
+        .await
+        .unwrap();
+    for row in &revoked {
+        let sealed: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT sealed_private FROM keys WHERE kid = $1")
+                .bind(&row.kid)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(sealed, None, "{}'s private half destroyed", row.kid);
+    }
+    pool.close().await;
     // Unknown or already revoked: 404.
     let admin = app.token("root").await;
     for kid in [victim.as_str(), "no-such-kid"] {
@@ -333,7 +358,10 @@ async fn an_overdue_rotation_happens_once_on_start() {
     restarted.tick().await;
     restarted.tick().await;
     let rows = restarted.services.store.list_keys().await.unwrap();
-    let retired = rows.iter().filter(|r| r.state == "retired").count();
+    let retired = rows
+        .iter()
+        .filter(|r| r.state() == KeyState::Retired)
+        .count();
     assert_eq!(retired, 1, "once, not once per missed tick: {rows:?}");
     let metrics = restarted.get("/metrics", None).await.text().await.unwrap();
     assert!(
@@ -364,10 +392,15 @@ async fn cli_rotation_and_import_are_seen_by_the_running_server() {
         .await;
     assert_ne!(signer, first, "the running server signs with the new key");
     let listing = String::from_utf8_lossy(&app.cli(&["keys", "list"], None).stdout).into_owned();
-    assert!(
-        listing.contains("retired") && listing.contains("next rotation:"),
-        "{listing}"
-    );
+    let first_line = listing.lines().find(|l| l.starts_with(&first)).unwrap();
+    let state: KeyState = first_line
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(state, KeyState::Retired, "{listing}");
+    assert!(listing.contains("next rotation:"), "{listing}");
 
     // Import a PKCS#1 RSA key as the next key.
     use rsa::pkcs1::EncodeRsaPrivateKey as _;
@@ -391,7 +424,10 @@ async fn cli_rotation_and_import_are_seen_by_the_running_server() {
         .await;
     assert!(published.contains(&kid));
     let rows = app.services.store.list_keys().await.unwrap();
-    let nexts: Vec<_> = rows.iter().filter(|r| r.state == "next").collect();
+    let nexts: Vec<_> = rows
+        .iter()
+        .filter(|r| r.state() == KeyState::Next)
+        .collect();
     assert_eq!(
         nexts.len(),
         1,
@@ -439,14 +475,20 @@ async fn a_failed_rotation_transaction_changes_nothing() {
     let app = app_with(&[YEARLY]).await;
     let store = &app.services.store;
     let (version, rows) = store.keyset().await.unwrap();
-    let current = rows.iter().find(|r| r.state == "current").unwrap().clone();
-    let next = rows.iter().find(|r| r.state == "next").unwrap().clone();
+    let current = rows
+        .iter()
+        .find(|r| r.state() == KeyState::Current)
+        .unwrap()
+        .clone();
+    let next = rows
+        .iter()
+        .find(|r| r.state() == KeyState::Next)
+        .unwrap()
+        .clone();
     let mut promoted = next.clone();
-    promoted.state = "current".into();
-    promoted.activated_at = Some(app.clock_now());
+    promoted.lifecycle = next.lifecycle.clone().promote(app.clock_now()).unwrap();
     let mut retired = current.clone();
-    retired.state = "retired".into();
-    retired.retired_at = Some(app.clock_now());
+    retired.lifecycle = current.lifecycle.clone().retire(app.clock_now()).unwrap();
     let mut ghost = current.clone();
     ghost.kid = "does-not-exist".into();
 
@@ -464,15 +506,7 @@ async fn a_failed_rotation_transaction_changes_nothing() {
     assert!(result.is_err());
     let (after_version, after) = store.keyset().await.unwrap();
     assert_eq!(after_version, version);
-    let states: Vec<(String, String)> = after
-        .iter()
-        .map(|r| (r.kid.clone(), r.state.clone()))
-        .collect();
-    let before: Vec<(String, String)> = rows
-        .iter()
-        .map(|r| (r.kid.clone(), r.state.clone()))
-        .collect();
-    assert_eq!(states, before, "all or nothing");
+    assert_eq!(after, rows, "all or nothing");
 
     // A writer with a stale view loses instead of double-rotating.
     app.services
@@ -485,7 +519,12 @@ async fn a_failed_rotation_transaction_changes_nothing() {
         .await;
     assert!(matches!(stale, Err(StoreError::Conflict)));
     let rows = store.list_keys().await.unwrap();
-    assert_eq!(rows.iter().filter(|r| r.state == "current").count(), 1);
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.state() == KeyState::Current)
+            .count(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -497,12 +536,22 @@ async fn two_instances_rotate_once() {
     tokio::join!(a.tick(), b.tick());
     let rows = a.services.store.list_keys().await.unwrap();
     assert_eq!(
-        rows.iter().filter(|r| r.state == "retired").count(),
+        rows.iter()
+            .filter(|r| r.state() == KeyState::Retired)
+            .count(),
         1,
         "{rows:?}"
     );
-    assert_eq!(rows.iter().filter(|r| r.state == "current").count(), 1);
-    assert_eq!(rows.iter().filter(|r| r.state == "next").count(), 1);
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.state() == KeyState::Current)
+            .count(),
+        1
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r.state() == KeyState::Next).count(),
+        1
+    );
     assert_eq!(signer_kid(&a), signer_kid(&b));
 }
 
