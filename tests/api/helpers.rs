@@ -309,6 +309,17 @@ impl TestApp {
         value
     }
 
+    /// The value of one `/metrics` series, e.g.
+    /// `keyturn_tokens_issued_total{grant="login"}`.
+    pub async fn metric(&self, series: &str) -> u64 {
+        let metrics = self.get("/metrics", None).await.text().await.unwrap();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+    }
+
     /// Asserts that `/profile` answers `status` for `token` once this
     /// instance's background poll has caught up with a change made
     /// elsewhere (the CLI, another instance), within the poll's few seconds.

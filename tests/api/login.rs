@@ -2,7 +2,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{ISSUER, PASSWORD, TestApp, error_code, segment, spawn_app};
+use crate::helpers::{ISSUER, PASSWORD, error_code, segment, spawn_app};
 
 #[tokio::test]
 async fn login_returns_tokens_per_spec() {
@@ -209,16 +209,6 @@ async fn login_rejects_bad_bodies() {
     assert_eq!(response.status(), 401);
 }
 
-/// `keyturn_login_failures_total` from `/metrics`.
-async fn login_failures(app: &TestApp) -> u64 {
-    let metrics = app.get("/metrics", None).await.text().await.unwrap();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("keyturn_login_failures_total "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no login failure count in {metrics}"))
-}
-
 #[tokio::test]
 async fn repeated_failures_are_throttled() {
     let app = spawn_app().await;
@@ -246,12 +236,15 @@ async fn repeated_failures_are_throttled() {
     let response = app.login("alice", PASSWORD).await;
     assert_eq!(response.status(), 200, "the window has slid");
     // A success clears the name's failures, and each failure is counted.
-    let failures_before = login_failures(&app).await;
+    let failures_before = app.metric("keyturn_login_failures_total").await;
     for _ in 0..4 {
         app.login("alice", "wrong password").await;
     }
     assert_eq!(app.login("alice", PASSWORD).await.status(), 200);
-    assert_eq!(login_failures(&app).await, failures_before + 4);
+    assert_eq!(
+        app.metric("keyturn_login_failures_total").await,
+        failures_before + 4
+    );
 }
 
 #[tokio::test]

@@ -10,7 +10,11 @@ use keyturn::keys::{KeyLifecycle, KeyState};
 use keyturn::store::{KeyChange, KeyRow, StoreError};
 use serde_json::Value;
 
-use crate::helpers::{ISSUER, PASSWORD, TestApp, error_code, segment, spawn_app_with};
+use keyturn::clock::{Clock as _, ManualClock, SystemClock};
+
+use crate::helpers::{
+    ISSUER, PASSWORD, TestApp, error_code, segment, spawn_app_clocked, spawn_app_with,
+};
 
 /// Short durations: prepublish 120 s ≥ JWKS max-age 60 s; tokens live
 /// 300 s + 30 s leeway, so retired keys stay 330 s.
@@ -25,9 +29,13 @@ const YEARLY: (&str, &str) = ("KEYTURN_ROTATION_SCHEDULE", "0 0 0 1 1 *");
 const HOURLY: (&str, &str) = ("KEYTURN_ROTATION_SCHEDULE", "0 0 * * * *");
 
 async fn app_with(extra: &[(&str, &str)]) -> TestApp {
+    app_clocked(extra, ManualClock::default()).await
+}
+
+async fn app_clocked(extra: &[(&str, &str)], clock: ManualClock) -> TestApp {
     let mut settings: Vec<(&str, &str)> = SHORT.to_vec();
     settings.extend_from_slice(extra);
-    spawn_app_with(&settings).await
+    spawn_app_clocked(&settings, clock).await
 }
 
 /// The admin listing's kids by state (each state name must parse).
@@ -72,8 +80,14 @@ fn to_next_hour(app: &TestApp) -> i64 {
 
 #[tokio::test]
 async fn a_full_cycle_on_schedule() {
-    let app = app_with(&[HOURLY]).await;
+    // One minute before a top of the hour: the first scheduled time comes
+    // before the 120 s prepublish has passed.
+    let hour = 3600 * (SystemClock.now() / 3600 + 1);
+    let app = app_clocked(&[HOURLY], ManualClock::at(hour - 60)).await;
     let admin = app.user_token("root", &["admin"]).await;
+    let logins_before = app
+        .metric("keyturn_tokens_issued_total{grant=\"login\"}")
+        .await;
     let start = kids_by_state(&admin_keys(&app, &admin).await);
     let (first, second) = (
         start[&KeyState::Current][0].clone(),
@@ -83,11 +97,10 @@ async fn a_full_cycle_on_schedule() {
 
     // Before prepublish has passed, even the schedule does not promote `next`.
     let wait = to_next_hour(&app);
-    if wait < 120 {
-        app.clock.advance(wait);
-        app.tick().await;
-        assert_eq!(signer_kid(&app), first, "postponed, never rushed");
-    }
+    assert_eq!(wait, 60);
+    app.clock.advance(wait);
+    app.tick().await;
+    assert_eq!(signer_kid(&app), first, "postponed, never rushed");
     // At the next scheduled time after prepublish: rotation.
     let keys = admin_keys(&app, &admin).await;
     let planned = chrono::DateTime::parse_from_rfc3339(keys["next_rotation_at"].as_str().unwrap())
@@ -143,7 +156,12 @@ async fn a_full_cycle_on_schedule() {
         metrics.contains("keyturn_current_key_age_seconds 330"),
         "{metrics}"
     );
-    assert!(metrics.contains("keyturn_tokens_issued_total{grant=\"login\"} 3"));
+    assert_eq!(
+        app.metric("keyturn_tokens_issued_total{grant=\"login\"}")
+            .await,
+        logins_before + 2,
+        "the tokens before and after the rotation"
+    );
 }
 
 #[tokio::test]
