@@ -11,6 +11,7 @@ mod helpers;
 mod input;
 mod interop;
 mod jwks;
+mod layers;
 mod login;
 mod oauth;
 mod openapi;
