@@ -57,9 +57,9 @@ fn list_json(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
 }
 
-fn parse_list(row: &AnyRow, column: &str) -> Result<Vec<String>, StoreError> {
+fn parse_list(row: &AnyRow, column: &'static str) -> Result<Vec<String>, StoreError> {
     let text: String = row.try_get(column)?;
-    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+    serde_json::from_str(&text).map_err(|source| StoreError::CorruptJson { column, source })
 }
 
 fn client_from_row(row: &AnyRow) -> Result<ClientRow, StoreError> {

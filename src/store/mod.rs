@@ -39,6 +39,15 @@ pub enum StoreError {
     /// Stored data could not be decoded (corruption or a foreign writer).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// A JSON column could not be decoded.
+    #[error("corrupt stored data in column {column}")]
+    CorruptJson {
+        /// The column.
+        column: &'static str,
+        /// The decoding error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// A stored key row names an unknown state or algorithm, or holds what
     /// its state may not.
     #[error("unreadable key row {kid}")]

@@ -75,8 +75,10 @@ fn user_from_row(row: &AnyRow) -> Result<UserRow, StoreError> {
         id: row.try_get("id")?,
         username: row.try_get("username")?,
         password_hash: row.try_get("password_hash")?,
-        roles: serde_json::from_str(&roles)
-            .map_err(|e| StoreError::Corrupt(format!("roles: {e}")))?,
+        roles: serde_json::from_str(&roles).map_err(|source| StoreError::CorruptJson {
+            column: "roles",
+            source,
+        })?,
         disabled: row.try_get::<i64, _>("disabled")? != 0,
         tokens_valid_after: row.try_get("tokens_valid_after")?,
         created_at: row.try_get("created_at")?,
