@@ -8,13 +8,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 use secrecy::SecretString;
 
 use crate::accounts::{NewClient, UserUpdate};
 use crate::app::{Application, Services};
 use crate::clock::SystemClock;
-use crate::config::{RawSettings, Settings};
+use crate::config::{RawSettings, SETTINGS, SettingDef, Settings};
 
 /// keyturn: an auth server with rotating asymmetric signing keys.
 #[derive(Debug, Parser)]
@@ -26,82 +26,95 @@ pub struct Cli {
     command: Command,
 }
 
-/// Settings as flags; they override `KEYTURN_*` and `keyturn.toml`.
-/// (The master key has no flag: command lines are visible to other users.)
-#[derive(Debug, Args)]
+/// Settings as flags; they override `KEYTURN_*` and `keyturn.toml`. One
+/// global `--flag` per entry of [`SETTINGS`] that has one (a secret such as
+/// the master key has none: command lines are visible to other users).
+#[derive(Debug)]
 struct SettingFlags {
-    /// Read settings from this TOML file (keys as in the flag names, with `_`).
-    #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
-    /// Listen address [KEYTURN_BIND].
-    #[arg(long, global = true)]
-    bind: Option<String>,
-    /// Issuer URL [KEYTURN_ISSUER].
-    #[arg(long, global = true)]
-    issuer: Option<String>,
-    /// Default audience [KEYTURN_AUDIENCE].
-    #[arg(long, global = true)]
-    audience: Option<String>,
-    /// sqlite://… or postgres://… [KEYTURN_DATABASE_URL].
-    #[arg(long, global = true)]
-    database_url: Option<String>,
-    /// Directory of master.key [KEYTURN_KEYS_DIR].
-    #[arg(long, global = true)]
-    keys_dir: Option<String>,
-    /// RS256 or EdDSA [KEYTURN_SIGNING_ALG].
-    #[arg(long, global = true)]
-    signing_alg: Option<String>,
-    /// 2048, 3072 or 4096 [KEYTURN_RSA_BITS].
-    #[arg(long, global = true)]
-    rsa_bits: Option<String>,
-    /// e.g. 15m [KEYTURN_ACCESS_TOKEN_TTL].
-    #[arg(long, global = true)]
-    access_token_ttl: Option<String>,
-    /// e.g. 14d [KEYTURN_REFRESH_TOKEN_TTL].
-    #[arg(long, global = true)]
-    refresh_token_ttl: Option<String>,
-    /// Cron with seconds [KEYTURN_ROTATION_SCHEDULE].
-    #[arg(long, global = true)]
-    rotation_schedule: Option<String>,
-    /// e.g. 1h [KEYTURN_KEY_PREPUBLISH].
-    #[arg(long, global = true)]
-    key_prepublish: Option<String>,
-    /// e.g. 300s [KEYTURN_JWKS_MAX_AGE].
-    #[arg(long, global = true)]
-    jwks_max_age: Option<String>,
-    /// e.g. 30s [KEYTURN_LEEWAY].
-    #[arg(long, global = true)]
-    leeway: Option<String>,
-    /// text or json [KEYTURN_LOG_FORMAT].
-    #[arg(long, global = true)]
-    log_format: Option<String>,
+    flags: Vec<(&'static SettingDef, String)>,
 }
 
 impl SettingFlags {
     fn resolve(&self) -> anyhow::Result<Settings> {
         let mut raw = RawSettings::gather(self.config.as_deref(), |k| std::env::var(k).ok())?;
-        let flags = [
-            ("bind", &self.bind),
-            ("issuer", &self.issuer),
-            ("audience", &self.audience),
-            ("database_url", &self.database_url),
-            ("keys_dir", &self.keys_dir),
-            ("signing_alg", &self.signing_alg),
-            ("rsa_bits", &self.rsa_bits),
-            ("access_token_ttl", &self.access_token_ttl),
-            ("refresh_token_ttl", &self.refresh_token_ttl),
-            ("rotation_schedule", &self.rotation_schedule),
-            ("key_prepublish", &self.key_prepublish),
-            ("jwks_max_age", &self.jwks_max_age),
-            ("leeway", &self.leeway),
-            ("log_format", &self.log_format),
-        ];
-        for (name, value) in flags {
-            if let Some(value) = value {
-                raw.set_flag(name, value.clone());
-            }
+        for (setting, value) in &self.flags {
+            raw.set_flag(setting, value.clone());
         }
         Ok(raw.parse()?)
+    }
+}
+
+const CONFIG_ARG: &str = "config";
+
+/// The value of argument `id`, taken out of `matches` (as derived code does).
+fn take<T: Clone + Send + Sync + 'static>(
+    matches: &mut ArgMatches,
+    id: &str,
+) -> Result<Option<T>, clap::Error> {
+    matches
+        .try_remove_one::<T>(id)
+        .map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, e))
+}
+
+impl Args for SettingFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let config = Arg::new(CONFIG_ARG)
+            .long("config")
+            .global(true)
+            .value_name("PATH")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("Read settings from this TOML file (keys as in the flag names, with `_`)");
+        let settings = SETTINGS.iter().filter_map(|setting| {
+            let flag = setting.flag()?;
+            Some(
+                // The id is the setting's name (e.g. `issuer`), as a derived
+                // field would have it.
+                Arg::new(setting.name())
+                    .long(flag)
+                    .global(true)
+                    .action(ArgAction::Set)
+                    .value_name(setting.env().trim_start_matches("KEYTURN_"))
+                    .help(format!("{} [{}]", setting.help(), setting.env())),
+            )
+        });
+        cmd.arg(config).args(settings)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for SettingFlags {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Self::from_arg_matches_mut(&mut matches.clone())
+    }
+
+    fn from_arg_matches_mut(matches: &mut ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = Self {
+            config: None,
+            flags: Vec::new(),
+        };
+        flags.update_from_arg_matches_mut(matches)?;
+        Ok(flags)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        self.update_from_arg_matches_mut(&mut matches.clone())
+    }
+
+    fn update_from_arg_matches_mut(&mut self, matches: &mut ArgMatches) -> Result<(), clap::Error> {
+        if let Some(path) = take::<PathBuf>(matches, CONFIG_ARG)? {
+            self.config = Some(path);
+        }
+        for setting in SETTINGS.iter().filter(|s| s.flag().is_some()) {
+            if let Some(value) = take::<String>(matches, setting.name())? {
+                self.flags.retain(|(s, _)| s.name() != setting.name());
+                self.flags.push((setting, value));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,10 +1,18 @@
 //! Settings: defaults < `keyturn.toml` < `KEYTURN_*` environment < flags.
 //!
+//! Each setting is declared once, in the `settings!` list below: its
+//! `Settings` field, its type, its environment name, its flag, its default,
+//! its help text and its parser. That one list yields the `Settings` struct,
+//! the [`SETTINGS`] table (from which `cli.rs` builds the flags and from
+//! which the file's keys and the environment are read) and the parsing.
+//!
 //! Every source is first gathered as text under the setting's name, then
 //! parsed once; a bad value stops start-up with one line naming the setting
-//! and where the value came from.
+//! and where the value came from. A key in `keyturn.toml` that is not a
+//! setting is an error naming it.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -21,11 +29,20 @@ pub enum ConfigError {
     #[error("invalid {env} ({origin}): {reason}")]
     Invalid {
         /// The setting's environment name.
-        env: String,
+        env: &'static str,
         /// Where the value came from.
-        origin: &'static str,
+        origin: Origin,
         /// What is wrong.
         reason: String,
+    },
+    /// The config file has a key that is no setting (a typo must not
+    /// silently fall back to the default).
+    #[error("unknown setting {key:?} in {path}")]
+    UnknownSetting {
+        /// The key as written in the file.
+        key: String,
+        /// The file.
+        path: PathBuf,
     },
     /// The config file could not be read or parsed.
     #[error("cannot read config file {path}: {reason}")]
@@ -37,6 +54,30 @@ pub enum ConfigError {
     },
 }
 
+/// Where a setting's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The built-in default.
+    Default,
+    /// The `--config` file.
+    File,
+    /// A `KEYTURN_*` environment variable.
+    Environment,
+    /// A command-line flag.
+    Flag,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Default => "default",
+            Self::File => "keyturn.toml",
+            Self::Environment => "environment",
+            Self::Flag => "flag",
+        })
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -46,76 +87,269 @@ pub enum LogFormat {
     Json,
 }
 
-/// Validated settings.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Listen address.
-    pub bind: SocketAddr,
-    /// `iss` claim and base of discovery URLs (no trailing slash).
-    pub issuer: String,
-    /// Default `aud` of access tokens.
-    pub audience: String,
-    /// `sqlite://…` or `postgres://…`.
-    pub database_url: String,
-    /// Directory of `master.key`.
-    pub keys_dir: PathBuf,
-    /// Base64 master key; when set, `keys_dir/master.key` is not used.
-    pub master_key: Option<SecretString>,
-    /// Algorithm of new tokens.
-    pub signing_alg: SigningAlg,
-    /// Size of generated RSA keys.
-    pub rsa_bits: usize,
-    /// Access token lifetime.
-    pub access_token_ttl: Duration,
-    /// Refresh token lifetime.
-    pub refresh_token_ttl: Duration,
-    /// Cron expression (with seconds) for rotation.
-    pub rotation_schedule: cron::Schedule,
-    /// Minimum time a key is published before it signs.
-    pub key_prepublish: Duration,
-    /// `Cache-Control: max-age` of the JWKS.
-    pub jwks_max_age: Duration,
-    /// Clock skew accepted on `exp`/`nbf`/`iat`.
-    pub leeway: Duration,
-    /// Log format.
-    pub log_format: LogFormat,
+/// One setting, as the file, the environment and the flags know it. Only
+/// the entries of [`SETTINGS`] exist (the fields are private), so whatever
+/// takes a `&SettingDef` cannot be handed a name that is no setting.
+#[derive(Debug)]
+pub struct SettingDef {
+    name: &'static str,
+    env: &'static str,
+    flag: Option<&'static str>,
+    default: Option<&'static str>,
+    secret: bool,
+    help: &'static str,
 }
 
-/// Every setting: (name in keyturn.toml and flags, environment name, default).
-pub const SETTINGS: &[(&str, &str, Option<&str>)] = &[
-    ("bind", "KEYTURN_BIND", Some("127.0.0.1:8080")),
-    ("issuer", "KEYTURN_ISSUER", Some("http://127.0.0.1:8080")),
-    ("audience", "KEYTURN_AUDIENCE", Some("keyturn")),
-    (
-        "database_url",
-        "KEYTURN_DATABASE_URL",
-        Some("sqlite://data/keyturn.db"),
-    ),
-    ("keys_dir", "KEYTURN_KEYS_DIR", Some("keys")),
-    ("master_key", "KEYTURN_MASTER_KEY", None),
-    ("signing_alg", "KEYTURN_SIGNING_ALG", Some("RS256")),
-    ("rsa_bits", "KEYTURN_RSA_BITS", Some("2048")),
-    ("access_token_ttl", "KEYTURN_ACCESS_TOKEN_TTL", Some("15m")),
-    (
-        "refresh_token_ttl",
-        "KEYTURN_REFRESH_TOKEN_TTL",
-        Some("14d"),
-    ),
-    (
-        "rotation_schedule",
-        "KEYTURN_ROTATION_SCHEDULE",
-        Some("0 0 3 * * Sun"),
-    ),
-    ("key_prepublish", "KEYTURN_KEY_PREPUBLISH", Some("1h")),
-    ("jwks_max_age", "KEYTURN_JWKS_MAX_AGE", Some("300s")),
-    ("leeway", "KEYTURN_LEEWAY", Some("30s")),
-    ("log_format", "KEYTURN_LOG_FORMAT", Some("text")),
-];
+impl SettingDef {
+    /// The key in `keyturn.toml`, also the `Settings` field.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The environment variable, `KEYTURN_` and the name in capitals.
+    pub fn env(&self) -> &'static str {
+        self.env
+    }
+
+    /// The long flag (the name with `-`), or none for a secret: command
+    /// lines are visible to other users.
+    pub fn flag(&self) -> Option<&'static str> {
+        self.flag
+    }
+
+    /// The value when no source sets it.
+    pub fn default(&self) -> Option<&'static str> {
+        self.default
+    }
+
+    /// Whether the value is a secret: never printed, taken verbatim.
+    pub fn secret(&self) -> bool {
+        self.secret
+    }
+
+    /// One line for `--help`.
+    pub fn help(&self) -> &'static str {
+        self.help
+    }
+
+    /// The setting called `name` in `keyturn.toml`.
+    pub fn find(name: &str) -> Option<&'static Self> {
+        SETTINGS.iter().find(|s| s.name == name)
+    }
+}
+
+/// Declares every setting once: the `Settings` field (with its doc), then
+/// its environment name, flag, default, whether it is secret, its `--help`
+/// line and its parser (`&str -> Result<T, String>`; the value is trimmed
+/// unless secret). Yields `Settings`, `SETTINGS` and the field-by-field
+/// parse.
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])*
+        $field:ident: $ty:ty {
+            env: $env:literal,
+            flag: $flag:expr,
+            default: $default:expr,
+            secret: $secret:literal,
+            help: $help:literal,
+            parse: $parse:expr $(,)?
+        }
+    ),* $(,)?) => {
+        /// Validated settings.
+        #[derive(Debug, Clone)]
+        pub struct Settings {
+            $( $(#[doc = $doc])* pub $field: $ty, )*
+        }
+
+        /// Every setting, in the order of `keyturn --help`.
+        pub static SETTINGS: &[SettingDef] = &[
+            $( SettingDef {
+                name: stringify!($field),
+                env: $env,
+                flag: $flag,
+                default: $default,
+                secret: $secret,
+                help: $help,
+            }, )*
+        ];
+
+        impl RawSettings {
+            /// Each setting through its own parser.
+            fn parse_each(&self) -> Result<Settings, ConfigError> {
+                Ok(Settings {
+                    $( $field: self.typed(stringify!($field), $parse)?, )*
+                })
+            }
+        }
+    };
+}
+
+settings! {
+    /// Listen address.
+    bind: SocketAddr {
+        env: "KEYTURN_BIND",
+        flag: Some("bind"),
+        default: Some("127.0.0.1:8080"),
+        secret: false,
+        help: "Listen address",
+        parse: |v| SocketAddr::from_str(v)
+            .map_err(|_| "expected host:port, e.g. 127.0.0.1:8080".into()),
+    },
+    /// `iss` claim and base of discovery URLs (no trailing slash).
+    issuer: String {
+        env: "KEYTURN_ISSUER",
+        flag: Some("issuer"),
+        default: Some("http://127.0.0.1:8080"),
+        secret: false,
+        help: "Issuer URL",
+        parse: parse_issuer,
+    },
+    /// Default `aud` of access tokens.
+    audience: String {
+        env: "KEYTURN_AUDIENCE",
+        flag: Some("audience"),
+        default: Some("keyturn"),
+        secret: false,
+        help: "Default audience",
+        parse: |v| non_empty(v).map(str::to_owned),
+    },
+    /// `sqlite://…` or `postgres://…`.
+    database_url: String {
+        env: "KEYTURN_DATABASE_URL",
+        flag: Some("database-url"),
+        default: Some("sqlite://data/keyturn.db"),
+        secret: false,
+        help: "sqlite://… or postgres://…",
+        parse: parse_database_url,
+    },
+    /// Directory of `master.key`.
+    keys_dir: PathBuf {
+        env: "KEYTURN_KEYS_DIR",
+        flag: Some("keys-dir"),
+        default: Some("keys"),
+        secret: false,
+        help: "Directory of master.key",
+        parse: |v| non_empty(v).map(PathBuf::from),
+    },
+    /// Base64 master key; when set, `keys_dir/master.key` is not used.
+    master_key: Option<SecretString> {
+        env: "KEYTURN_MASTER_KEY",
+        flag: None,
+        default: None,
+        secret: true,
+        help: "Base64 32-byte master key (no flag: command lines are visible to other users)",
+        parse: |v| Ok((!v.is_empty()).then(|| SecretString::from(v.to_owned()))),
+    },
+    /// Algorithm of new tokens.
+    signing_alg: SigningAlg {
+        env: "KEYTURN_SIGNING_ALG",
+        flag: Some("signing-alg"),
+        default: Some("RS256"),
+        secret: false,
+        help: "RS256 or EdDSA",
+        parse: |v| v.parse().map_err(|_| "expected RS256 or EdDSA".into()),
+    },
+    /// Size of generated RSA keys.
+    rsa_bits: usize {
+        env: "KEYTURN_RSA_BITS",
+        flag: Some("rsa-bits"),
+        default: Some("2048"),
+        secret: false,
+        help: "2048, 3072 or 4096",
+        parse: |v| match v {
+            "2048" => Ok(2048),
+            "3072" => Ok(3072),
+            "4096" => Ok(4096),
+            _ => Err("expected 2048, 3072 or 4096".into()),
+        },
+    },
+    /// Access token lifetime.
+    access_token_ttl: Duration {
+        env: "KEYTURN_ACCESS_TOKEN_TTL",
+        flag: Some("access-token-ttl"),
+        default: Some("15m"),
+        secret: false,
+        help: "e.g. 15m",
+        parse: |v| parse_duration(v, Duration::from_secs(1)),
+    },
+    /// Refresh token lifetime.
+    refresh_token_ttl: Duration {
+        env: "KEYTURN_REFRESH_TOKEN_TTL",
+        flag: Some("refresh-token-ttl"),
+        default: Some("14d"),
+        secret: false,
+        help: "e.g. 14d",
+        parse: |v| parse_duration(v, Duration::from_secs(1)),
+    },
+    /// Cron expression (with seconds) for rotation.
+    rotation_schedule: cron::Schedule {
+        env: "KEYTURN_ROTATION_SCHEDULE",
+        flag: Some("rotation-schedule"),
+        default: Some("0 0 3 * * Sun"),
+        secret: false,
+        help: "Cron with seconds",
+        parse: |v| cron::Schedule::from_str(v).map_err(|e| {
+            format!("not a cron expression with seconds (e.g. \"0 0 3 * * Sun\"): {e}")
+        }),
+    },
+    /// Minimum time a key is published before it signs.
+    key_prepublish: Duration {
+        env: "KEYTURN_KEY_PREPUBLISH",
+        flag: Some("key-prepublish"),
+        default: Some("1h"),
+        secret: false,
+        help: "e.g. 1h",
+        parse: |v| parse_duration(v, Duration::ZERO),
+    },
+    /// `Cache-Control: max-age` of the JWKS.
+    jwks_max_age: Duration {
+        env: "KEYTURN_JWKS_MAX_AGE",
+        flag: Some("jwks-max-age"),
+        default: Some("300s"),
+        secret: false,
+        help: "e.g. 300s",
+        parse: |v| parse_duration(v, Duration::ZERO),
+    },
+    /// Clock skew accepted on `exp`/`nbf`/`iat`.
+    leeway: Duration {
+        env: "KEYTURN_LEEWAY",
+        flag: Some("leeway"),
+        default: Some("30s"),
+        secret: false,
+        help: "e.g. 30s",
+        parse: |v| parse_duration(v, Duration::ZERO),
+    },
+    /// Log format.
+    log_format: LogFormat {
+        env: "KEYTURN_LOG_FORMAT",
+        flag: Some("log-format"),
+        default: Some("text"),
+        secret: false,
+        help: "text or json",
+        parse: |v| match v {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("expected text or json".into()),
+        },
+    },
+}
 
 /// Raw values gathered from every source, before parsing.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct RawSettings {
-    values: BTreeMap<&'static str, (String, &'static str)>,
+    values: BTreeMap<&'static str, (String, Origin)>,
+}
+
+impl fmt::Debug for RawSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (name, (value, origin)) in &self.values {
+            let secret = SettingDef::find(name).is_some_and(SettingDef::secret);
+            let value = if secret { "[redacted]" } else { value.as_str() };
+            map.entry(name, &format_args!("{value:?} ({origin})"));
+        }
+        map.finish()
+    }
 }
 
 impl RawSettings {
@@ -125,17 +359,17 @@ impl RawSettings {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let mut raw = Self::default();
-        for (name, _, default) in SETTINGS {
-            if let Some(value) = default {
-                raw.values.insert(name, ((*value).to_owned(), "default"));
+        for setting in SETTINGS {
+            if let Some(value) = setting.default {
+                raw.set(setting, value.to_owned(), Origin::Default);
             }
         }
         if let Some(path) = config_file {
             raw.overlay_file(path)?;
         }
-        for (name, env_name, _) in SETTINGS {
-            if let Some(value) = env(env_name) {
-                raw.values.insert(name, (value, "environment"));
+        for setting in SETTINGS {
+            if let Some(value) = env(setting.env) {
+                raw.set(setting, value, Origin::Environment);
             }
         }
         Ok(raw)
@@ -151,81 +385,34 @@ impl RawSettings {
             .parse()
             .map_err(|e: toml::de::Error| file_error(e.message().to_owned()))?;
         for (key, value) in table {
-            let Some((name, _, _)) = SETTINGS.iter().find(|(n, _, _)| *n == key) else {
-                return Err(file_error(format!("unknown setting {key:?}")));
+            let Some(setting) = SettingDef::find(&key) else {
+                return Err(ConfigError::UnknownSetting {
+                    key,
+                    path: path.to_owned(),
+                });
             };
             let text = match value {
                 toml::Value::String(s) => s,
                 toml::Value::Integer(i) => i.to_string(),
                 other => return Err(file_error(format!("{key}: unsupported value {other}"))),
             };
-            self.values.insert(name, (text, "keyturn.toml"));
+            self.set(setting, text, Origin::File);
         }
         Ok(())
     }
 
     /// Overrides one setting from a command-line flag.
-    pub fn set_flag(&mut self, name: &str, value: String) {
-        if let Some((name, _, _)) = SETTINGS.iter().find(|(n, _, _)| *n == name) {
-            self.values.insert(name, (value, "flag"));
-        }
+    pub fn set_flag(&mut self, setting: &'static SettingDef, value: String) {
+        self.set(setting, value, Origin::Flag);
     }
 
-    fn get(&self, name: &str) -> Option<&(String, &'static str)> {
-        self.values.get(name)
+    fn set(&mut self, setting: &'static SettingDef, value: String, origin: Origin) {
+        self.values.insert(setting.name, (value, origin));
     }
 
     /// Parses and validates every setting.
     pub fn parse(&self) -> Result<Settings, ConfigError> {
-        let settings = Settings {
-            bind: self.typed("bind", |v| {
-                SocketAddr::from_str(v)
-                    .map_err(|_| "expected host:port, e.g. 127.0.0.1:8080".into())
-            })?,
-            issuer: self.typed("issuer", parse_issuer)?,
-            audience: self.typed("audience", |v| non_empty(v).map(str::to_owned))?,
-            database_url: self.typed("database_url", |v| {
-                if v.starts_with("sqlite:")
-                    || v.starts_with("postgres://")
-                    || v.starts_with("postgresql://")
-                {
-                    Ok(v.to_owned())
-                } else {
-                    Err("expected sqlite://… or postgres://…".into())
-                }
-            })?,
-            keys_dir: self.typed("keys_dir", |v| non_empty(v).map(PathBuf::from))?,
-            master_key: match self.get("master_key") {
-                Some((v, _)) if !v.is_empty() => Some(SecretString::from(v.clone())),
-                _ => None,
-            },
-            signing_alg: self.typed("signing_alg", |v| {
-                v.parse().map_err(|_| "expected RS256 or EdDSA".into())
-            })?,
-            rsa_bits: self.typed("rsa_bits", |v| match v {
-                "2048" | "3072" | "4096" => Ok(v.parse().unwrap_or(2048)),
-                _ => Err("expected 2048, 3072 or 4096".into()),
-            })?,
-            access_token_ttl: self.typed("access_token_ttl", |v| {
-                parse_duration(v, Duration::from_secs(1))
-            })?,
-            refresh_token_ttl: self.typed("refresh_token_ttl", |v| {
-                parse_duration(v, Duration::from_secs(1))
-            })?,
-            rotation_schedule: self.typed("rotation_schedule", |v| {
-                cron::Schedule::from_str(v).map_err(|e| {
-                    format!("not a cron expression with seconds (e.g. \"0 0 3 * * Sun\"): {e}")
-                })
-            })?,
-            key_prepublish: self.typed("key_prepublish", |v| parse_duration(v, Duration::ZERO))?,
-            jwks_max_age: self.typed("jwks_max_age", |v| parse_duration(v, Duration::ZERO))?,
-            leeway: self.typed("leeway", |v| parse_duration(v, Duration::ZERO))?,
-            log_format: self.typed("log_format", |v| match v {
-                "text" => Ok(LogFormat::Text),
-                "json" => Ok(LogFormat::Json),
-                _ => Err("expected text or json".into()),
-            })?,
-        };
+        let settings = self.parse_each()?;
         if settings.key_prepublish < settings.jwks_max_age {
             return Err(self.invalid(
                 "key_prepublish",
@@ -239,13 +426,9 @@ impl RawSettings {
         Ok(settings)
     }
 
-    fn invalid(&self, name: &str, reason: String) -> ConfigError {
-        let env = SETTINGS
-            .iter()
-            .find(|(n, _, _)| *n == name)
-            .map_or(name, |(_, e, _)| e)
-            .to_owned();
-        let origin = self.get(name).map_or("default", |(_, o)| o);
+    fn invalid(&self, name: &'static str, reason: String) -> ConfigError {
+        let env = SettingDef::find(name).map_or(name, SettingDef::env);
+        let origin = self.values.get(name).map_or(Origin::Default, |(_, o)| *o);
         ConfigError::Invalid {
             env,
             origin,
@@ -256,11 +439,13 @@ impl RawSettings {
 
     fn typed<T>(
         &self,
-        name: &str,
+        name: &'static str,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Result<T, ConfigError> {
-        let value = self.get(name).map_or("", |(v, _)| v.as_str());
-        parse(value.trim()).map_err(|reason| self.invalid(name, reason))
+        let value = self.values.get(name).map_or("", |(v, _)| v.as_str());
+        let secret = SettingDef::find(name).is_some_and(SettingDef::secret);
+        parse(if secret { value } else { value.trim() })
+            .map_err(|reason| self.invalid(name, reason))
     }
 }
 
@@ -284,6 +469,14 @@ fn parse_issuer(v: &str) -> Result<String, String> {
     Ok(v.to_owned())
 }
 
+fn parse_database_url(v: &str) -> Result<String, String> {
+    if v.starts_with("sqlite:") || v.starts_with("postgres://") || v.starts_with("postgresql://") {
+        Ok(v.to_owned())
+    } else {
+        Err("expected sqlite://… or postgres://…".into())
+    }
+}
+
 fn parse_duration(v: &str, min: Duration) -> Result<Duration, String> {
     let d = humantime::parse_duration(v)
         .map_err(|e| format!("expected a duration like 15m, 300s or 14d ({e})"))?;
@@ -302,10 +495,13 @@ impl Settings {
         RawSettings::gather(None, |k| std::env::var(k).ok())?.parse()
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn setting(name: &str) -> &'static SettingDef {
+        SettingDef::find(name).expect("a setting")
+    }
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: BTreeMap<String, String> = pairs
@@ -341,7 +537,7 @@ mod tests {
             env_of(&[("KEYTURN_AUDIENCE", "from-env"), ("KEYTURN_LEEWAY", "7s")]),
         )
         .unwrap();
-        raw.set_flag("audience", "from-flag".into());
+        raw.set_flag(setting("audience"), "from-flag".into());
         let s = raw.parse().unwrap();
         assert_eq!(s.audience, "from-flag");
         assert_eq!(s.leeway, Duration::from_secs(7));
@@ -388,10 +584,61 @@ mod tests {
     }
 
     #[test]
-    fn unknown_file_setting_is_an_error() {
+    fn unknown_file_setting_is_an_error_naming_it_and_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("keyturn.toml");
-        std::fs::write(&file, "colour = \"blue\"\n").unwrap();
-        assert!(RawSettings::gather(Some(&file), env_of(&[])).is_err());
+        std::fs::write(&file, "leeway = \"5s\"\ncolour = \"blue\"\n").unwrap();
+        let err = RawSettings::gather(Some(&file), env_of(&[]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!("unknown setting \"colour\" in {}", file.display())
+        );
+    }
+
+    #[test]
+    fn every_setting_is_named_alike_in_file_environment_and_flags() {
+        for s in SETTINGS {
+            assert_eq!(s.env(), format!("KEYTURN_{}", s.name().to_uppercase()));
+            if s.secret() {
+                assert_eq!(s.flag(), None, "{}: a secret has no flag", s.name());
+            } else {
+                assert_eq!(s.flag(), Some(s.name().replace('_', "-").as_str()));
+            }
+            assert!(!s.help().is_empty(), "{}", s.name());
+        }
+    }
+
+    #[test]
+    fn every_secret_is_left_out_of_debug_output() {
+        let raw = RawSettings::gather(None, env_of(&[("KEYTURN_MASTER_KEY", "c2VjcmV0")])).unwrap();
+        let debug = format!("{raw:?}");
+        assert!(!debug.contains("c2VjcmV0"), "{debug}");
+        assert!(debug.contains("master_key"), "{debug}");
+        assert!(debug.contains("127.0.0.1:8080"), "{debug}");
+    }
+
+    #[test]
+    fn a_secret_is_taken_verbatim() {
+        let raw = RawSettings::gather(None, env_of(&[("KEYTURN_MASTER_KEY", "  ")])).unwrap();
+        let key = raw
+            .parse()
+            .unwrap()
+            .master_key
+            .expect("set, not trimmed away");
+        assert_eq!(secrecy::ExposeSecret::expose_secret(&key), "  ");
+    }
+
+    #[test]
+    fn the_configuration_doc_lists_every_setting() {
+        let doc = include_str!("../docs/configuration.md");
+        for s in SETTINGS {
+            let flag = s
+                .flag()
+                .map_or("(none, by design)".to_owned(), |f| format!("`--{f}`"));
+            let row = format!("| `{}` | {flag} |", s.env());
+            assert!(doc.contains(&row), "docs/configuration.md lacks {row}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod clients;
+mod config;
 mod crosscheck;
 mod discovery;
 mod health;
