@@ -61,7 +61,8 @@ impl ManualClock {
         }
     }
 
-    /// Moves the clock forward (backward for a negative `secs`).
+    /// Moves the clock forward (backward for a negative `secs`); the time
+    /// saturates at the ends of `i64`.
     pub fn advance(&self, secs: i64) {
         self.offset.fetch_add(secs, Ordering::SeqCst);
     }
@@ -69,6 +70,8 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> i64 {
-        self.base.unwrap_or_else(|| SystemClock.now()) + self.offset.load(Ordering::SeqCst)
+        self.base
+            .unwrap_or_else(|| SystemClock.now())
+            .saturating_add(self.offset.load(Ordering::SeqCst))
     }
 }
