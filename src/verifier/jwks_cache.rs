@@ -96,9 +96,6 @@ pub(crate) struct CacheOptions {
     /// How long past their freshness cached keys keep working while the
     /// JWKS endpoint fails.
     pub(crate) max_staleness: Duration,
-    /// Longest real-time sleep of the background refresher between two
-    /// looks at the clock (see [`spawn_refresher`]).
-    pub(crate) clock_poll: Duration,
 }
 
 impl Default for CacheOptions {
@@ -111,7 +108,6 @@ impl Default for CacheOptions {
             default_refresh: Duration::from_secs(300),
             unknown_kid_cooldown: Duration::from_secs(10),
             max_staleness: Duration::from_secs(3600),
-            clock_poll: Duration::from_secs(1),
         }
     }
 }
@@ -360,15 +356,16 @@ impl KeySource for JwksCache {
 ///
 /// It does not sleep until the refresh is due: the clock is injected and
 /// may be moved (a test's `ManualClock`, a system clock stepped by NTP), so
-/// it looks at the clock at least every `clock_poll` of real time (1 s) and
-/// fetches once a refresh is due. In production that costs one clock read
-/// and one snapshot load per second; it also means at most one background
-/// fetch per `clock_poll`, whatever the refresh bounds.
+/// it looks at the clock every [`Clock::poll_interval`] of real time (1 s
+/// for the system clock, 5 ms for a `ManualClock`) and fetches once a
+/// refresh is due. In production that costs one clock read and one
+/// snapshot load per second; it also means at most one background fetch
+/// per poll interval, whatever the refresh bounds.
 pub(crate) fn spawn_refresher(cache: &Arc<JwksCache>) -> Option<tokio::task::AbortHandle> {
     cache.fetcher.as_ref()?;
     let runtime = tokio::runtime::Handle::try_current().ok()?;
     let weak: Weak<JwksCache> = Arc::downgrade(cache);
-    let poll = cache.opts.clock_poll;
+    let poll = cache.clock.poll_interval();
     let task = runtime.spawn(async move {
         loop {
             tokio::time::sleep(poll).await;

@@ -302,19 +302,18 @@ async fn verify(v: &Verifier, token: &str) -> Result<Claims, VerifyError> {
 
 // ---------------------------------------------------------------- moved clocks
 
-/// Real time the background refresher sleeps between looks at a test clock.
+/// Real time the background refresher sleeps between looks at a
+/// [`ManualClock`] ([`Clock::poll_interval`]).
 const TEST_CLOCK_POLL: Duration = Duration::from_millis(5);
 
 /// A builder for `server` on a frozen [`ManualClock`] the test moves (token
-/// times and cache times alike); its background refresher looks at that
-/// clock every [`TEST_CLOCK_POLL`] instead of every second.
+/// times and cache times alike).
 fn clocked_builder(server: &TestServer) -> (VerifierBuilder, ManualClock) {
     let clock = ManualClock::default();
-    let mut builder = Verifier::builder()
+    let builder = Verifier::builder()
         .issuer_url(&server.base)
         .audience([AUD])
         .clock(Arc::new(clock.clone()));
-    builder.cache.clock_poll = TEST_CLOCK_POLL;
     (builder, clock)
 }
 
@@ -1140,14 +1139,13 @@ async fn a_clock_jumping_backwards_costs_one_refetch_and_never_panics() {
     // Clocks at the ends of time saturate instead of overflowing.
     for extreme in [i64::MAX, i64::MIN] {
         let clock = ManualClock::at(extreme);
-        let mut builder = Verifier::builder()
+        let builder = Verifier::builder()
             .issuer_url(&server.base)
             .audience([AUD])
             .max_staleness(Duration::MAX)
             .refresh_bounds(Duration::from_secs(30), Duration::MAX)
             .unknown_kid_cooldown(Duration::MAX)
             .clock(Arc::new(clock.clone()));
-        builder.cache.clock_poll = TEST_CLOCK_POLL;
         let v = builder.build().await.unwrap();
         assert_eq!(
             verify(&v, &token).await.unwrap_err(),
@@ -1368,6 +1366,16 @@ async fn one_clock_moves_token_times_and_cache_times_together() {
     verify(&v, &a.sign(&claims_at(&server.base, at(&clock))))
         .await
         .unwrap();
+}
+
+#[test]
+fn clocks_say_how_often_to_look_at_them() {
+    assert_eq!(SystemClock.poll_interval(), Duration::from_secs(1));
+    assert_eq!(ManualClock::default().poll_interval(), TEST_CLOCK_POLL);
+    assert_eq!(
+        ManualClock::following_system().poll_interval(),
+        TEST_CLOCK_POLL
+    );
 }
 
 #[test]
