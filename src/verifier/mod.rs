@@ -233,7 +233,8 @@ enum IssuerRule {
 /// timeout 5 s and size limit 1 MiB, refresh interval the JWKS `max-age`
 /// clamped to 30 s – 1 h (300 s without one), unknown-`kid` refetch at
 /// most every 10 s, cached keys usable up to 1 h past their `max-age`
-/// while the JWKS endpoint fails.
+/// while the JWKS endpoint fails, all times from the system clock (see
+/// [`clock`](Self::clock)).
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct VerifierBuilder {
