@@ -51,7 +51,7 @@ pub(crate) struct KeySet {
     keys: Keys,
     /// Refresh from this second on (`None`: a static set, never refreshed).
     fresh_until: Option<i64>,
-    /// Refuse to use the keys after this second (`None`: no limit).
+    /// Refuse to use the keys from this second on (`None`: no limit).
     usable_until: Option<i64>,
     etag: Option<String>,
 }
@@ -342,7 +342,7 @@ impl KeySource for JwksCache {
         let entry = set.find(kid).ok_or(VerifyError::UnknownKey)?;
         // One clock read, only for a set that can go stale.
         if let Some(limit) = set.usable_until
-            && self.clock.now() > limit
+            && self.clock.now() >= limit
         {
             return Err(self.unavailable());
         }
