@@ -6,11 +6,22 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 /// A source of the current time in Unix seconds (UTC).
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Now, in Unix seconds.
     fn now(&self) -> i64;
+
+    /// The longest real-time sleep between two looks at this clock by
+    /// something waiting for a time on it (the verifier's background JWKS
+    /// refresh). One second by default: a clock counting whole seconds
+    /// cannot move by less, and one cheap look per second costs nothing.
+    /// A clock a test moves by hand answers less, so a moved clock is
+    /// noticed at once.
+    fn poll_interval(&self) -> Duration {
+        Duration::from_secs(1)
+    }
 }
 
 /// The system clock.
@@ -61,7 +72,8 @@ impl ManualClock {
         }
     }
 
-    /// Moves the clock forward (backward for a negative `secs`).
+    /// Moves the clock forward (backward for a negative `secs`); the time
+    /// saturates at the ends of `i64`.
     pub fn advance(&self, secs: i64) {
         self.offset.fetch_add(secs, Ordering::SeqCst);
     }
@@ -69,6 +81,13 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> i64 {
-        self.base.unwrap_or_else(|| SystemClock.now()) + self.offset.load(Ordering::SeqCst)
+        self.base
+            .unwrap_or_else(|| SystemClock.now())
+            .saturating_add(self.offset.load(Ordering::SeqCst))
+    }
+
+    /// 5 ms: a test may `advance` this clock at any moment.
+    fn poll_interval(&self) -> Duration {
+        Duration::from_millis(5)
     }
 }

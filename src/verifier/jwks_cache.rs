@@ -13,12 +13,21 @@
 //! no contention with a refresh in progress (the refresh builds the new key
 //! set aside and swaps one `Arc`).
 //!
-//! Must not import anything from the rest of the crate but `super::error`
-//! and `super::validate`.
+//! Time: every window (freshness, staleness, the unknown-`kid` cooldown, the
+//! retry interval) is measured on the injected [`Clock`], in its whole
+//! seconds, so a test that moves one `ManualClock` moves the cache and the
+//! token checks together. The `Duration` options are rounded *up* to whole
+//! seconds (see [`secs`]). A clock that jumps backwards never panics (all
+//! arithmetic saturates): it makes a refresh due at once and ends the
+//! unknown-`kid` cooldown, so after one fetch every window runs from the
+//! new time.
+//!
+//! Must not import anything from the rest of the crate but `super::clock`,
+//! `super::error` and `super::validate`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use jsonwebtoken::jwk::{
@@ -26,6 +35,7 @@ use jsonwebtoken::jwk::{
 };
 use jsonwebtoken::{Algorithm, DecodingKey};
 
+use super::clock::Clock;
 use super::error::VerifyError;
 use super::validate::{KeySource, MAX_KID_LEN, VerificationKey};
 
@@ -35,13 +45,14 @@ const MAX_KEYS: usize = 64;
 /// Prepared keys with their `kid` (`None` for a JWK without one).
 type Keys = Vec<(Option<Box<str>>, Arc<VerificationKey>)>;
 
-/// One immutable generation of the key set.
+/// One immutable generation of the key set. Times are the cache clock's
+/// Unix seconds.
 pub(crate) struct KeySet {
     keys: Keys,
-    /// Refresh when this passes (`None`: a static set, never refreshed).
-    fresh_until: Option<Instant>,
-    /// Refuse to use the keys once this passes (`None`: no limit).
-    usable_until: Option<Instant>,
+    /// Refresh from this second on (`None`: a static set, never refreshed).
+    fresh_until: Option<i64>,
+    /// Refuse to use the keys from this second on (`None`: no limit).
+    usable_until: Option<i64>,
     etag: Option<String>,
 }
 
@@ -58,6 +69,15 @@ impl KeySet {
             None => None,
         }
     }
+}
+
+/// A `Duration` option in whole seconds of the cache clock, rounded up (a
+/// non-zero option never becomes "no wait at all"), saturating.
+pub(crate) fn secs(duration: Duration) -> i64 {
+    let whole = duration
+        .as_secs()
+        .saturating_add(u64::from(duration.subsec_nanos() > 0));
+    i64::try_from(whole).unwrap_or(i64::MAX)
 }
 
 /// Timings and limits of the cache (set through the builder).
@@ -113,21 +133,20 @@ struct Fetcher {
     url: String,
 }
 
-/// Serialised by the single-flight mutex.
-#[derive(Default)]
-struct RefreshState {
-    last_attempt: Option<Instant>,
-}
-
 /// Keys by `kid`, refreshed from a JWKS URL (or static).
 pub(crate) struct JwksCache {
     fetcher: Option<Fetcher>,
     opts: CacheOptions,
+    /// Where every cache time comes from (the verifier's clock).
+    clock: Arc<dyn Clock>,
     snapshot: ArcSwap<KeySet>,
     /// Completed fetch attempts (success or failure), for coalescing.
     attempts: AtomicU64,
+    /// When the last fetch attempt started (the first: `fetch_new`; unused
+    /// for a static set). Written only under `refresh`.
+    last_attempt: AtomicI64,
     /// Held across a fetch: one fetch at a time (single flight).
-    refresh: tokio::sync::Mutex<RefreshState>,
+    refresh: tokio::sync::Mutex<()>,
     /// Short description of the last fetch failure, `None` after a success.
     /// A plain mutex, never held across an `.await`.
     last_error: std::sync::Mutex<Option<String>>,
@@ -135,11 +154,12 @@ pub(crate) struct JwksCache {
 
 impl JwksCache {
     /// A cache over a fixed key set: never fetches, never goes stale.
-    pub(crate) fn from_static(set: &JwkSet) -> Result<Self, FetchError> {
+    pub(crate) fn from_static(set: &JwkSet, clock: Arc<dyn Clock>) -> Result<Self, FetchError> {
         let keys = prepare_keys(set.keys.iter())?;
         Ok(JwksCache {
             fetcher: None,
             opts: CacheOptions::default(),
+            clock,
             snapshot: ArcSwap::from_pointee(KeySet {
                 keys,
                 fresh_until: None,
@@ -147,7 +167,8 @@ impl JwksCache {
                 etag: None,
             }),
             attempts: AtomicU64::new(0),
-            refresh: tokio::sync::Mutex::new(RefreshState::default()),
+            last_attempt: AtomicI64::new(0),
+            refresh: tokio::sync::Mutex::new(()),
             last_error: std::sync::Mutex::new(None),
         })
     }
@@ -157,10 +178,12 @@ impl JwksCache {
         client: reqwest::Client,
         url: String,
         opts: CacheOptions,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, FetchError> {
         let fetcher = Fetcher { client, url };
+        let started = clock.now();
         let fetched = fetcher.fetch(None, &opts).await?;
-        let now = Instant::now();
+        let now = clock.now();
         let set = match fetched {
             Fetched::Keys {
                 keys,
@@ -170,15 +193,14 @@ impl JwksCache {
             // We sent no If-None-Match; treat a stray 304 as garbage.
             Fetched::NotModified { .. } => return Err(FetchError::Status(304)),
         };
-        let state = RefreshState {
-            last_attempt: Some(now),
-        };
         Ok(JwksCache {
             fetcher: Some(fetcher),
             opts,
+            clock,
             snapshot: ArcSwap::from_pointee(set),
             attempts: AtomicU64::new(1),
-            refresh: tokio::sync::Mutex::new(state),
+            last_attempt: AtomicI64::new(started),
+            refresh: tokio::sync::Mutex::new(()),
             last_error: std::sync::Mutex::new(None),
         })
     }
@@ -242,23 +264,19 @@ impl JwksCache {
     /// passed. Returns the failure of the most recent attempt, if it failed.
     pub(crate) async fn refresh_if_due(&self, seen: Option<u64>) -> Option<String> {
         let fetcher = self.fetcher.as_ref()?;
-        let mut state = self.refresh.lock().await;
+        let guard = self.refresh.lock().await;
         if let Some(seen) = seen {
             if self.attempts.load(Ordering::Acquire) != seen {
                 return self.last_error();
             }
-            if state
-                .last_attempt
-                .is_some_and(|t| t.elapsed() < self.opts.unknown_kid_cooldown)
-            {
+            if self.in_cooldown(self.clock.now()) {
                 return self.last_error();
             }
         }
         let old = self.current();
-        let now = Instant::now();
-        state.last_attempt = Some(now);
+        self.last_attempt.store(self.clock.now(), Ordering::Release);
         let result = fetcher.fetch(old.etag.as_deref(), &self.opts).await;
-        let now = Instant::now();
+        let now = self.clock.now();
         match result {
             Ok(Fetched::Keys {
                 keys,
@@ -285,17 +303,33 @@ impl JwksCache {
             }
         }
         self.attempts.fetch_add(1, Ordering::AcqRel);
-        drop(state);
+        drop(guard);
         self.last_error()
     }
 
-    /// How long the background task should sleep before the next refresh.
-    fn next_refresh_in(&self) -> Option<Duration> {
+    /// Whether an unknown-`kid` refetch must wait at `now`: the last attempt
+    /// started less than the cooldown ago. A clock behind the last attempt
+    /// (it jumped backwards) ends the cooldown.
+    fn in_cooldown(&self, now: i64) -> bool {
+        let last = self.last_attempt.load(Ordering::Acquire);
+        now >= last && now.saturating_sub(last) < secs(self.opts.unknown_kid_cooldown)
+    }
+
+    /// Whether the background refresher should fetch at `now`: `None` for
+    /// a static set (never). Due when the keys' freshness ran out, every
+    /// `min` refresh interval while fetches fail, and as soon as the clock
+    /// is found behind the last attempt (it jumped backwards: that one
+    /// fetch re-anchors the windows on the new time).
+    fn refresh_due(&self, now: i64) -> Option<bool> {
         let fresh_until = self.current().fresh_until?;
-        if self.last_error().is_some() {
-            return Some(self.opts.min_refresh);
+        let last = self.last_attempt.load(Ordering::Acquire);
+        if now < last {
+            return Some(true);
         }
-        Some(fresh_until.saturating_duration_since(Instant::now()))
+        if self.last_error().is_some() {
+            return Some(now.saturating_sub(last) >= secs(self.opts.min_refresh));
+        }
+        Some(now >= fresh_until)
     }
 }
 
@@ -306,7 +340,10 @@ impl KeySource for JwksCache {
     fn key(&self, kid: Option<&str>) -> Result<Arc<VerificationKey>, VerifyError> {
         let set = self.current();
         let entry = set.find(kid).ok_or(VerifyError::UnknownKey)?;
-        if set.usable_until.is_some_and(|limit| Instant::now() > limit) {
+        // One clock read, only for a set that can go stale.
+        if let Some(limit) = set.usable_until
+            && self.clock.now() >= limit
+        {
             return Err(self.unavailable());
         }
         Ok(Arc::clone(entry))
@@ -314,23 +351,32 @@ impl KeySource for JwksCache {
 }
 
 /// Start the background refresher; it stops when the cache is dropped
-/// (it only holds a `Weak`), and the returned handle aborts it early.
+/// (it only holds a `Weak`, never across a sleep), and the returned handle
+/// aborts it early.
+///
+/// It does not sleep until the refresh is due: the clock is injected and
+/// may be moved (a test's `ManualClock`, a system clock stepped by NTP), so
+/// it looks at the clock every [`Clock::poll_interval`] of real time (1 s
+/// for the system clock, 5 ms for a `ManualClock`) and fetches once a
+/// refresh is due. In production that costs one clock read and one
+/// snapshot load per second; it also means at most one background fetch
+/// per poll interval, whatever the refresh bounds.
 pub(crate) fn spawn_refresher(cache: &Arc<JwksCache>) -> Option<tokio::task::AbortHandle> {
     cache.fetcher.as_ref()?;
     let runtime = tokio::runtime::Handle::try_current().ok()?;
     let weak: Weak<JwksCache> = Arc::downgrade(cache);
+    let poll = cache.clock.poll_interval();
     let task = runtime.spawn(async move {
         loop {
-            let wait = match weak.upgrade() {
-                Some(cache) => match cache.next_refresh_in() {
-                    Some(wait) => wait,
-                    None => return,
-                },
-                None => return,
-            };
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(poll).await;
             let Some(cache) = weak.upgrade() else { return };
-            cache.refresh_if_due(None).await;
+            match cache.refresh_due(cache.clock.now()) {
+                None => return,
+                Some(true) => {
+                    cache.refresh_if_due(None).await;
+                }
+                Some(false) => {}
+            }
         }
     });
     Some(task.abort_handle())
@@ -340,17 +386,17 @@ fn make_set(
     keys: Keys,
     max_age: Option<Duration>,
     etag: Option<String>,
-    now: Instant,
+    now: i64,
     opts: &CacheOptions,
 ) -> KeySet {
     let ttl = max_age
         .unwrap_or(opts.default_refresh)
         .clamp(opts.min_refresh, opts.max_refresh.max(opts.min_refresh));
-    let fresh_until = now + ttl;
+    let fresh_until = now.saturating_add(secs(ttl));
     KeySet {
         keys,
         fresh_until: Some(fresh_until),
-        usable_until: Some(fresh_until + opts.max_staleness),
+        usable_until: Some(fresh_until.saturating_add(secs(opts.max_staleness))),
         etag,
     }
 }

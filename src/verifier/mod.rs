@@ -233,7 +233,8 @@ enum IssuerRule {
 /// timeout 5 s and size limit 1 MiB, refresh interval the JWKS `max-age`
 /// clamped to 30 s – 1 h (300 s without one), unknown-`kid` refetch at
 /// most every 10 s, cached keys usable up to 1 h past their `max-age`
-/// while the JWKS endpoint fails.
+/// while the JWKS endpoint fails, all times from the system clock (see
+/// [`clock`](Self::clock)).
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct VerifierBuilder {
@@ -397,8 +398,17 @@ impl VerifierBuilder {
         self
     }
 
-    /// Read token times (`exp`, `nbf`, `iat`) from this clock instead of the
-    /// system clock: tests move a [`ManualClock`] instead of sleeping.
+    /// Read every time from this clock instead of the system clock: token
+    /// times (`exp`, `nbf`, `iat`) and the JWKS cache's (`max-age`
+    /// freshness, maximum staleness, unknown-`kid` cooldown, retry after a
+    /// failed fetch). Tests move a [`ManualClock`] instead of sleeping; the
+    /// background refresh notices a moved clock within a second.
+    ///
+    /// The cache counts in the clock's whole seconds: the `Duration`
+    /// options ([`refresh_bounds`](Self::refresh_bounds),
+    /// [`unknown_kid_cooldown`](Self::unknown_kid_cooldown),
+    /// [`max_staleness`](Self::max_staleness)) are rounded up to whole
+    /// seconds (500 ms acts as 1 s; zero stays zero).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -423,9 +433,14 @@ impl VerifierBuilder {
             }
         };
         let validator = Validator::new(self.policy(discovered_issuer)?);
-        let cache = JwksCache::fetch_new(client, jwks_url, self.cache.clone())
-            .await
-            .map_err(|e| BuildError::Jwks(e.to_string()))?;
+        let cache = JwksCache::fetch_new(
+            client,
+            jwks_url,
+            self.cache.clone(),
+            Arc::clone(&self.clock),
+        )
+        .await
+        .map_err(|e| BuildError::Jwks(e.to_string()))?;
         let cache = Arc::new(cache);
         let refresher = jwks_cache::spawn_refresher(&cache);
         Ok(Verifier {
@@ -456,7 +471,8 @@ impl VerifierBuilder {
     /// ```
     pub fn build_from_jwks(self, jwks: &JwkSet) -> Result<Verifier, BuildError> {
         let validator = self.build_validator()?;
-        let cache = JwksCache::from_static(jwks).map_err(|e| BuildError::Jwks(e.to_string()))?;
+        let cache = JwksCache::from_static(jwks, Arc::clone(&self.clock))
+            .map_err(|e| BuildError::Jwks(e.to_string()))?;
         Ok(Verifier {
             inner: Arc::new(Inner {
                 validator,

@@ -89,9 +89,13 @@ pub(crate) fn now() -> u64 {
     u64::try_from(SystemClock.now()).unwrap()
 }
 
-/// Claims like keyturn's for `iss`.
+/// Claims like keyturn's for `iss`, issued now (system time).
 pub(crate) fn claims(iss: &str) -> Value {
-    let now = now();
+    claims_at(iss, now())
+}
+
+/// Claims like keyturn's for `iss`, issued at `now` (a test clock's time).
+fn claims_at(iss: &str, now: u64) -> Value {
     json!({
         "iss": iss, "sub": "user-1", "aud": AUD, "exp": now + 900, "iat": now, "nbf": now,
         "jti": format!("jti-{now}"), "client_id": "first-party", "scope": "reports:read profile",
@@ -294,6 +298,50 @@ pub(crate) async fn verifier_for(server: &TestServer) -> Verifier {
 
 async fn verify(v: &Verifier, token: &str) -> Result<Claims, VerifyError> {
     v.verify::<()>(token).await
+}
+
+// ---------------------------------------------------------------- moved clocks
+
+/// Real time the background refresher sleeps between looks at a
+/// [`ManualClock`] ([`Clock::poll_interval`]).
+const TEST_CLOCK_POLL: Duration = Duration::from_millis(5);
+
+/// A builder for `server` on a frozen [`ManualClock`] the test moves (token
+/// times and cache times alike).
+fn clocked_builder(server: &TestServer) -> (VerifierBuilder, ManualClock) {
+    let clock = ManualClock::default();
+    let builder = Verifier::builder()
+        .issuer_url(&server.base)
+        .audience([AUD])
+        .clock(Arc::new(clock.clone()));
+    (builder, clock)
+}
+
+/// The test clock's time, for token claims.
+fn at(clock: &ManualClock) -> u64 {
+    u64::try_from(clock.now()).unwrap()
+}
+
+/// Waits (a bounded poll, at most 5 s of real time) until the verifier's
+/// cache has completed `n` fetch attempts in all (success or failure), and
+/// fails if it has completed more.
+async fn attempts_reach(v: &Verifier, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while v.inner.cache.attempts() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} fetch attempts, waiting for {n}",
+            v.inner.cache.attempts()
+        );
+        tokio::time::sleep(TEST_CLOCK_POLL).await;
+    }
+    assert_eq!(v.inner.cache.attempts(), n, "more fetches than expected");
+}
+
+/// Gives the background refresher twenty looks at the clock, for checks
+/// that it did *not* fetch.
+async fn let_the_refresher_look() {
+    tokio::time::sleep(TEST_CLOCK_POLL * 20).await;
 }
 
 // ---------------------------------------------------------------- happy path
@@ -539,7 +587,10 @@ async fn tampered_tokens_fail_the_signature() {
 async fn kid_injection_strings_are_unknown_keys_and_never_panic() {
     let ed = TestKey::ed25519();
     let server = TestServer::issuer(&[&ed], 300).await;
-    let v = verifier_for(&server).await;
+    // A frozen clock: the 10 s cooldown does not run out during the test
+    // unless the test moves it.
+    let (builder, clock) = clocked_builder(&server);
+    let v = builder.build().await.unwrap();
     let nasty = [
         "../../etc/passwd".to_owned(),
         "/dev/null".to_owned(),
@@ -552,24 +603,39 @@ async fn kid_injection_strings_are_unknown_keys_and_never_panic() {
         "k".repeat(300),
         "ü".repeat(1000),
     ];
-    for kid in &nasty {
-        let token = ed.sign_with(&claims(&server.base), |h| h.kid = Some(kid.clone()));
-        let err = verify(&v, &token).await.unwrap_err();
-        assert!(
-            matches!(err, VerifyError::UnknownKey | VerifyError::Malformed(_)),
-            "{err:?}"
-        );
-        // The error never echoes the kid.
-        assert!(!err.to_string().contains("etc/passwd") && !err.to_string().contains("DROP"));
-    }
-    // Non-string kids are malformed headers.
-    for kid in [json!(5), json!(["a"]), json!({"a": 1}), json!(null)] {
-        let header = json!({"alg": "EdDSA", "typ": "at+jwt", "kid": kid});
+    let all_refused = async || {
+        for kid in &nasty {
+            let token = ed.sign_with(&claims(&server.base), |h| h.kid = Some(kid.clone()));
+            let err = verify(&v, &token).await.unwrap_err();
+            assert!(
+                matches!(err, VerifyError::UnknownKey | VerifyError::Malformed(_)),
+                "{err:?}"
+            );
+            // The error never echoes the kid.
+            assert!(!err.to_string().contains("etc/passwd") && !err.to_string().contains("DROP"));
+        }
+        // Non-string kids are malformed headers.
+        for kid in [json!(5), json!(["a"]), json!({"a": 1})] {
+            let header = json!({"alg": "EdDSA", "typ": "at+jwt", "kid": kid});
+            let token = format!("{}.{}.AAAA", b64(&header), b64(&claims(&server.base)));
+            let err = verify(&v, &token).await.unwrap_err();
+            assert!(matches!(err, VerifyError::Malformed(_)), "{err:?}");
+        }
+        // A null kid is no kid: the single key is tried, the signature fails.
+        let header = json!({"alg": "EdDSA", "typ": "at+jwt", "kid": null});
         let token = format!("{}.{}.AAAA", b64(&header), b64(&claims(&server.base)));
-        let _ = verify(&v, &token).await.unwrap_err();
-    }
-    // All of them together cost at most one refetch (cooldown).
-    assert!(server.jwks_hits() <= 2, "{}", server.jwks_hits());
+        assert_eq!(
+            verify(&v, &token).await.unwrap_err(),
+            VerifyError::BadSignature
+        );
+    };
+    // Within the cooldown of the initial fetch: no refetch at all.
+    all_refused().await;
+    assert_eq!(server.jwks_hits(), 1);
+    // Once it has passed, all of them together cost exactly one refetch.
+    clock.advance(10);
+    all_refused().await;
+    assert_eq!(server.jwks_hits(), 2);
 }
 
 #[tokio::test]
@@ -982,74 +1048,201 @@ async fn unknown_kid_refetch_respects_the_cooldown() {
     let key = TestKey::ed25519();
     let stranger = TestKey::ed25519();
     let server = TestServer::issuer(&[&key], 300).await;
-    let v = Verifier::builder()
-        .issuer_url(&server.base)
-        .audience([AUD])
+    // The default cooldown, 10 s, on the test clock.
+    let (builder, clock) = clocked_builder(&server);
+    let v = builder.build().await.unwrap();
+    let token = stranger.sign(&claims_at(&server.base, at(&clock)));
+    let unknown = async || {
+        for _ in 0..20 {
+            assert_eq!(
+                verify(&v, &token).await.unwrap_err(),
+                VerifyError::UnknownKey
+            );
+        }
+    };
+    // The initial fetch is within the cooldown: no refetch at all yet.
+    unknown().await;
+    assert_eq!(server.jwks_hits(), 1);
+    clock.advance(9);
+    unknown().await;
+    assert_eq!(server.jwks_hits(), 1, "9 s is within the 10 s cooldown");
+    clock.advance(1);
+    unknown().await;
+    assert_eq!(server.jwks_hits(), 2, "one refetch per cooldown");
+    clock.advance(9);
+    unknown().await;
+    assert_eq!(server.jwks_hits(), 2);
+    clock.advance(1);
+    unknown().await;
+    assert_eq!(server.jwks_hits(), 3);
+    // Known keys never wait for or trigger fetches.
+    for _ in 0..20 {
+        verify(&v, &key.sign(&claims_at(&server.base, at(&clock))))
+            .await
+            .unwrap();
+    }
+    assert_eq!(server.jwks_hits(), 3);
+    // A sub-second cooldown counts as a whole second of the clock.
+    let (builder, clock) = clocked_builder(&server);
+    let v = builder
         .unknown_kid_cooldown(Duration::from_millis(400))
         .build()
         .await
         .unwrap();
-    let token = stranger.sign(&claims(&server.base));
-    // The initial fetch is within the cooldown: no refetch at all yet.
+    assert_eq!(server.jwks_hits(), 4);
     assert_eq!(
         verify(&v, &token).await.unwrap_err(),
         VerifyError::UnknownKey
     );
-    assert_eq!(server.jwks_hits(), 1);
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(server.jwks_hits(), 4);
+    clock.advance(1);
+    assert_eq!(
+        verify(&v, &token).await.unwrap_err(),
+        VerifyError::UnknownKey
+    );
+    assert_eq!(server.jwks_hits(), 5);
+}
+
+#[tokio::test]
+async fn a_clock_jumping_backwards_costs_one_refetch_and_never_panics() {
+    let key = TestKey::ed25519();
+    let stranger = TestKey::ed25519();
+    let server = TestServer::issuer(&[&key], 300).await;
+    let (builder, clock) = clocked_builder(&server);
+    let v = builder.build().await.unwrap();
+    let token = stranger.sign(&claims_at(&server.base, at(&clock)));
+    // An hour back: the cooldown (measured from the future) is over, and
+    // the background refresher refetches at once instead of waiting an hour
+    // past the `max-age`.
+    clock.advance(-3600);
+    attempts_reach(&v, 2).await;
+    assert_eq!(server.jwks_hits(), 2);
+    // From then on every window runs from the new time.
     for _ in 0..20 {
         assert_eq!(
             verify(&v, &token).await.unwrap_err(),
             VerifyError::UnknownKey
         );
     }
-    assert_eq!(server.jwks_hits(), 2, "one refetch per cooldown");
-    tokio::time::sleep(Duration::from_millis(450)).await;
-    for _ in 0..20 {
+    let_the_refresher_look().await;
+    assert_eq!(server.jwks_hits(), 2, "one refetch, then the cooldown");
+    clock.advance(10);
+    assert_eq!(
+        verify(&v, &token).await.unwrap_err(),
+        VerifyError::UnknownKey
+    );
+    assert_eq!(server.jwks_hits(), 3);
+    // Known keys still verify (their token times read the same clock).
+    verify(&v, &key.sign(&claims_at(&server.base, at(&clock))))
+        .await
+        .unwrap();
+    // Clocks at the ends of time saturate instead of overflowing.
+    for extreme in [i64::MAX, i64::MIN] {
+        let clock = ManualClock::at(extreme);
+        let builder = Verifier::builder()
+            .issuer_url(&server.base)
+            .audience([AUD])
+            .max_staleness(Duration::MAX)
+            .refresh_bounds(Duration::from_secs(30), Duration::MAX)
+            .unknown_kid_cooldown(Duration::MAX)
+            .clock(Arc::new(clock.clone()));
+        let v = builder.build().await.unwrap();
         assert_eq!(
             verify(&v, &token).await.unwrap_err(),
             VerifyError::UnknownKey
         );
+        clock.advance(-1);
+        let_the_refresher_look().await;
+        assert!(matches!(
+            verify(&v, &key.sign(&claims(&server.base))).await,
+            Err(VerifyError::Expired | VerifyError::NotYetValid)
+        ));
     }
-    assert_eq!(server.jwks_hits(), 3);
-    // Known keys never wait for or trigger fetches.
-    for _ in 0..20 {
-        verify(&v, &key.sign(&claims(&server.base))).await.unwrap();
-    }
-    assert_eq!(server.jwks_hits(), 3);
 }
 
 #[tokio::test]
 async fn refreshes_in_the_background_when_max_age_runs_out() {
     let a = TestKey::ed25519();
     let b = TestKey::ed25519();
-    let server = TestServer::issuer(&[&a], 1).await;
-    let v = Verifier::builder()
-        .issuer_url(&server.base)
-        .audience([AUD])
-        .refresh_bounds(Duration::from_millis(500), Duration::from_secs(3600))
+    let server = TestServer::issuer(&[&a], 60).await;
+    let (builder, clock) = clocked_builder(&server);
+    let v = builder
         .unknown_kid_cooldown(Duration::from_secs(3600))
         .build()
         .await
         .unwrap();
     assert_eq!(server.jwks_hits(), 1);
-    server.publish(&[&a, &b], 1);
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    let hits = server.jwks_hits();
-    assert!(hits >= 2, "background refresh after max-age: {hits}");
-    // The new key arrived through the refresh, not an unknown-kid refetch
-    // (the cooldown of 1 h forbids one).
-    verify(&v, &b.sign(&claims(&server.base))).await.unwrap();
-    // The ceiling clamps a huge max-age; the floor a tiny one (checked via timing above).
+    server.publish(&[&a, &b], 60);
+    let b_token = || b.sign(&claims_at(&server.base, at(&clock)));
+    // Not yet: the new key is unknown, and the cooldown of 1 h forbids an
+    // unknown-kid refetch.
+    clock.advance(59);
+    let_the_refresher_look().await;
+    assert_eq!(server.jwks_hits(), 1, "max-age 60 s has not run out");
+    assert_eq!(
+        verify(&v, &b_token()).await.unwrap_err(),
+        VerifyError::UnknownKey
+    );
+    // At 60 s the background refresh fetches the new key.
+    clock.advance(1);
+    attempts_reach(&v, 2).await;
+    assert_eq!(server.jwks_hits(), 2);
+    verify(&v, &b_token()).await.unwrap();
+    // Dropping the verifier frees the cache and stops the refresh.
+    let cache = Arc::downgrade(&v.inner.cache);
     drop(v);
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    let after_drop = server.jwks_hits();
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert!(cache.upgrade().is_none(), "the refresher holds no cache");
+    clock.advance(3600);
+    let_the_refresher_look().await;
     assert_eq!(
         server.jwks_hits(),
-        after_drop,
+        2,
         "dropping the verifier stops the refresh"
     );
+}
+
+#[tokio::test]
+async fn max_age_is_clamped_to_the_refresh_bounds() {
+    let a = TestKey::ed25519();
+    // A tiny max-age waits for the floor (30 s by default)…
+    let server = TestServer::issuer(&[&a], 1).await;
+    let (builder, clock) = clocked_builder(&server);
+    let v = builder.build().await.unwrap();
+    clock.advance(29);
+    let_the_refresher_look().await;
+    assert_eq!(server.jwks_hits(), 1, "max-age 1 s is raised to 30 s");
+    clock.advance(1);
+    attempts_reach(&v, 2).await;
+    assert_eq!(server.jwks_hits(), 2);
+    drop(v);
+
+    // …a huge one is cut to the ceiling (a sub-second bound rounds up).
+    let server = TestServer::issuer(&[&a], 10_000_000).await;
+    let (builder, clock) = clocked_builder(&server);
+    let v = builder
+        .refresh_bounds(Duration::from_millis(500), Duration::from_millis(119_500))
+        .build()
+        .await
+        .unwrap();
+    clock.advance(119);
+    let_the_refresher_look().await;
+    assert_eq!(server.jwks_hits(), 1, "max-age cut to 120 s");
+    clock.advance(1);
+    attempts_reach(&v, 2).await;
+    assert_eq!(server.jwks_hits(), 2);
+    drop(v);
+
+    // No max-age at all: the default 300 s.
+    let server = TestServer::issuer(&[&a], 0).await;
+    server.set("/.well-known/jwks.json", Reply::json(&jwks_of(&[&a])));
+    let (builder, clock) = clocked_builder(&server);
+    let v = builder.build().await.unwrap();
+    clock.advance(299);
+    let_the_refresher_look().await;
+    assert_eq!(server.jwks_hits(), 1, "300 s without max-age");
+    clock.advance(1);
+    attempts_reach(&v, 2).await;
+    assert_eq!(server.jwks_hits(), 2);
 }
 
 #[tokio::test]
@@ -1057,72 +1250,143 @@ async fn etag_revalidation_keeps_the_keys() {
     let a = TestKey::ed25519();
     let server = TestServer::issuer(&[&a], 0).await;
     server.set_etag("\"v1\"");
-    let v = Verifier::builder()
-        .issuer_url(&server.base)
-        .audience([AUD])
-        .refresh_bounds(Duration::from_millis(300), Duration::from_secs(3600))
+    let (builder, clock) = clocked_builder(&server);
+    let v = builder
+        .refresh_bounds(Duration::from_secs(1), Duration::from_secs(3600))
+        .max_staleness(Duration::from_secs(1))
         .build()
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(server.state.lock().unwrap().not_modified >= 1);
-    verify(&v, &a.sign(&claims(&server.base))).await.unwrap();
+    // Fetched at t (refreshed from t+1 on, refused from t+2 on); each
+    // revalidation at the next second answers 304 and renews both.
+    for n in 1..=3 {
+        clock.advance(1);
+        attempts_reach(&v, 1 + n).await;
+        assert_eq!(server.state.lock().unwrap().not_modified, n as usize);
+        assert_eq!(v.key_ids(), std::slice::from_ref(&a.kid));
+    }
+    // Three seconds past the first fetch: without the renewals the keys
+    // would be past their staleness limit.
+    verify(&v, &a.sign(&claims_at(&server.base, at(&clock))))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn stale_if_error_keeps_cached_keys_up_to_max_staleness() {
     let a = TestKey::ed25519();
     let server = TestServer::issuer(&[&a], 0).await;
-    let v = Verifier::builder()
-        .issuer_url(&server.base)
-        .audience([AUD])
-        .refresh_bounds(Duration::from_millis(200), Duration::from_secs(3600))
-        .max_staleness(Duration::from_millis(1500))
+    let (builder, clock) = clocked_builder(&server);
+    // Fetched at t: refreshed from t+1 on, refused from t+11 on.
+    let v = builder
+        .refresh_bounds(Duration::from_secs(1), Duration::from_secs(3600))
+        .max_staleness(Duration::from_secs(10))
         .build()
         .await
         .unwrap();
-    let token = a.sign(&claims(&server.base));
+    let token = a.sign(&claims_at(&server.base, at(&clock)));
     verify(&v, &token).await.unwrap();
 
     // The endpoint starts failing: 500, then garbage; the keys keep working.
     server.set("/.well-known/jwks.json", Reply::status(500));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    clock.advance(1);
+    attempts_reach(&v, 2).await;
+    assert_eq!(server.jwks_hits(), 2);
     verify(&v, &token).await.unwrap();
     server.set(
         "/.well-known/jwks.json",
         Reply::json(&json!({"keys": "garbage"})),
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Retried every `min` refresh interval (1 s).
+    clock.advance(1);
+    attempts_reach(&v, 3).await;
+    assert_eq!(server.jwks_hits(), 3);
     verify(&v, &token).await.unwrap();
-    assert!(v.refresh().await.is_err());
+    assert!(matches!(
+        v.refresh().await,
+        Err(VerifyError::JwksUnavailable(m)) if m.contains("not a JSON Web Key Set")
+    ));
     verify(&v, &token).await.unwrap();
 
-    // Then it goes away entirely; past the maximum staleness nothing verifies.
+    // Then it goes away entirely; until t+11 the keys still work, from
+    // then on nothing verifies.
     server.stop();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    clock.advance(8);
+    verify(&v, &token).await.unwrap();
+    clock.advance(1);
     let err = verify(&v, &token).await.unwrap_err();
-    assert!(err.is_unavailable(), "{err:?}");
+    assert!(
+        matches!(err, VerifyError::JwksUnavailable(_)) && err.is_unavailable(),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
 async fn recovers_after_the_jwks_endpoint_comes_back() {
     let a = TestKey::ed25519();
     let server = TestServer::issuer(&[&a], 0).await;
-    let v = Verifier::builder()
-        .issuer_url(&server.base)
-        .audience([AUD])
-        .refresh_bounds(Duration::from_millis(200), Duration::from_secs(3600))
-        .max_staleness(Duration::from_millis(300))
+    let (builder, clock) = clocked_builder(&server);
+    // Fetched at t: refreshed from t+1 on, refused from t+2 on.
+    let v = builder
+        .refresh_bounds(Duration::from_secs(1), Duration::from_secs(3600))
+        .max_staleness(Duration::from_secs(1))
         .build()
         .await
         .unwrap();
-    let token = a.sign(&claims(&server.base));
+    let token = a.sign(&claims_at(&server.base, at(&clock)));
     server.set("/.well-known/jwks.json", Reply::status(503));
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(verify(&v, &token).await.unwrap_err().is_unavailable());
+    clock.advance(2);
+    attempts_reach(&v, 2).await;
+    assert!(matches!(
+        verify(&v, &token).await.unwrap_err(),
+        VerifyError::JwksUnavailable(m) if m.contains("503")
+    ));
+    // Back up: the next retry (1 s later) restores the keys.
     server.publish(&[&a], 0);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    clock.advance(1);
+    attempts_reach(&v, 3).await;
+    assert_eq!(server.jwks_hits(), 3);
     verify(&v, &token).await.unwrap();
+}
+
+#[tokio::test]
+async fn one_clock_moves_token_times_and_cache_times_together() {
+    let a = TestKey::ed25519();
+    let server = TestServer::issuer(&[&a], 300).await;
+    let (builder, clock) = clocked_builder(&server);
+    let v = builder.build().await.unwrap();
+    let token = a.sign(&claims_at(&server.base, at(&clock))); // exp: +900 s
+    verify(&v, &token).await.unwrap();
+    // 1000 s later (system time has hardly moved): the token has expired
+    // and the keys, past their max-age, have been refreshed.
+    clock.advance(1000);
+    attempts_reach(&v, 2).await;
+    assert_eq!(server.jwks_hits(), 2);
+    assert_eq!(verify(&v, &token).await.unwrap_err(), VerifyError::Expired);
+    verify(&v, &a.sign(&claims_at(&server.base, at(&clock))))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn clocks_say_how_often_to_look_at_them() {
+    assert_eq!(SystemClock.poll_interval(), Duration::from_secs(1));
+    assert_eq!(ManualClock::default().poll_interval(), TEST_CLOCK_POLL);
+    assert_eq!(
+        ManualClock::following_system().poll_interval(),
+        TEST_CLOCK_POLL
+    );
+}
+
+#[test]
+fn cache_durations_round_up_to_whole_seconds() {
+    use jwks_cache::secs;
+    assert_eq!(secs(Duration::ZERO), 0);
+    assert_eq!(secs(Duration::from_nanos(1)), 1);
+    assert_eq!(secs(Duration::from_millis(400)), 1);
+    assert_eq!(secs(Duration::from_secs(10)), 10);
+    assert_eq!(secs(Duration::from_millis(10_001)), 11);
+    assert_eq!(secs(Duration::MAX), i64::MAX);
 }
 
 #[tokio::test]
