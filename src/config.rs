@@ -332,6 +332,69 @@ settings! {
             _ => Err("expected text or json".into()),
         },
     },
+    /// One log line per HTTP request (security events are always logged and stored).
+    access_log: bool {
+        env: "KEYTURN_ACCESS_LOG",
+        flag: Some("access-log"),
+        default: Some("off"),
+        secret: false,
+        help: "on or off: one log line per HTTP request",
+        parse: parse_switch,
+    },
+    /// The cookie transport for browser front-ends (SPEC §5a).
+    cookies: bool {
+        env: "KEYTURN_COOKIES",
+        flag: Some("cookies"),
+        default: Some("off"),
+        secret: false,
+        help: "on or off: tokens in HttpOnly cookies for browsers",
+        parse: parse_switch,
+    },
+    /// The `Secure` attribute of the cookies (`false` only for local http).
+    cookie_secure: bool {
+        env: "KEYTURN_COOKIE_SECURE",
+        flag: Some("cookie-secure"),
+        default: Some("true"),
+        secret: false,
+        help: "true, or false only for local http",
+        parse: parse_bool,
+    },
+    /// `Domain` of the cookies; none: host-only cookies.
+    cookie_domain: Option<String> {
+        env: "KEYTURN_COOKIE_DOMAIN",
+        flag: Some("cookie-domain"),
+        default: None,
+        secret: false,
+        help: "Domain attribute of the cookies",
+        parse: parse_cookie_domain,
+    },
+    /// Exact origins allowed to call with credentials (CORS); empty: no CORS.
+    cors_origins: Vec<String> {
+        env: "KEYTURN_CORS_ORIGINS",
+        flag: Some("cors-origins"),
+        default: Some(""),
+        secret: false,
+        help: "Comma-separated exact origins, e.g. https://app.example.com",
+        parse: parse_origins,
+    },
+    /// A refresh family ends this long after login, however often it is refreshed.
+    refresh_absolute_ttl: Duration {
+        env: "KEYTURN_REFRESH_ABSOLUTE_TTL",
+        flag: Some("refresh-absolute-ttl"),
+        default: Some("30d"),
+        secret: false,
+        help: "e.g. 30d",
+        parse: |v| parse_duration(v, Duration::from_secs(1)),
+    },
+    /// How long audit events are kept.
+    audit_retention: Duration {
+        env: "KEYTURN_AUDIT_RETENTION",
+        flag: Some("audit-retention"),
+        default: Some("90d"),
+        secret: false,
+        help: "e.g. 90d",
+        parse: |v| parse_duration(v, Duration::from_secs(3600)),
+    },
 }
 
 /// Raw values gathered from every source, before parsing.
@@ -477,6 +540,59 @@ fn parse_database_url(v: &str) -> Result<String, String> {
     }
 }
 
+fn parse_switch(v: &str) -> Result<bool, String> {
+    match v {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("expected on or off".into()),
+    }
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+fn parse_cookie_domain(v: &str) -> Result<Option<String>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let valid = v.trim_start_matches('.').split('.').all(|label| {
+        !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    });
+    if valid {
+        Ok(Some(v.to_ascii_lowercase()))
+    } else {
+        Err("expected a domain name such as example.com".into())
+    }
+}
+
+/// Exact origins (`scheme://host[:port]`), never `*`: CORS with
+/// credentials must name each origin.
+fn parse_origins(v: &str) -> Result<Vec<String>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|origin| {
+            let rest = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"))
+                .ok_or_else(|| {
+                    format!("{origin:?}: expected an origin such as https://app.example.com")
+                })?;
+            if rest.is_empty() || rest.contains(['/', '?', '#', '*', ' ', '@']) {
+                return Err(format!(
+                    "{origin:?}: expected scheme://host[:port] with no path and no wildcard"
+                ));
+            }
+            Ok(origin.to_ascii_lowercase())
+        })
+        .collect()
+}
+
 fn parse_duration(v: &str, min: Duration) -> Result<Duration, String> {
     let d = humantime::parse_duration(v)
         .map_err(|e| format!("expected a duration like 15m, 300s or 14d ({e})"))?;
@@ -521,6 +637,52 @@ mod tests {
         assert_eq!(s.access_token_ttl, Duration::from_secs(900));
         assert_eq!(s.refresh_token_ttl, Duration::from_secs(14 * 86400));
         assert_eq!(s.signing_alg, SigningAlg::Rs256);
+    }
+
+    #[test]
+    fn browser_and_retention_settings() {
+        let s = RawSettings::gather(None, env_of(&[]))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(!s.access_log && !s.cookies && s.cookie_secure);
+        assert_eq!(s.cookie_domain, None);
+        assert!(s.cors_origins.is_empty());
+        assert_eq!(s.refresh_absolute_ttl, Duration::from_secs(30 * 86400));
+        assert_eq!(s.audit_retention, Duration::from_secs(90 * 86400));
+
+        let s = RawSettings::gather(
+            None,
+            env_of(&[
+                ("KEYTURN_COOKIES", "on"),
+                (
+                    "KEYTURN_CORS_ORIGINS",
+                    "https://app.example.com, http://127.0.0.1:3000",
+                ),
+            ]),
+        )
+        .unwrap()
+        .parse()
+        .unwrap();
+        assert!(s.cookies);
+        assert_eq!(
+            s.cors_origins,
+            ["https://app.example.com", "http://127.0.0.1:3000"]
+        );
+
+        for (env, value) in [
+            ("KEYTURN_CORS_ORIGINS", "*"),
+            ("KEYTURN_CORS_ORIGINS", "https://app.example.com/path"),
+            ("KEYTURN_COOKIES", "yes"),
+            ("KEYTURN_COOKIE_SECURE", "off"),
+            ("KEYTURN_COOKIE_DOMAIN", "exa mple.com"),
+        ] {
+            let err = RawSettings::gather(None, env_of(&[(env, value)]))
+                .unwrap()
+                .parse()
+                .expect_err(value);
+            assert!(err.to_string().contains(env), "{env}={value}: {err}");
+        }
     }
 
     #[test]
