@@ -10,11 +10,11 @@ use std::time::Duration;
 use poem::listener::{Acceptor as _, Listener as _, TcpListener};
 
 use crate::accounts::{
-    Accounts, Clients, HashError, LoginThrottle, PasswordHasher, ThrottlePolicy,
+    Accounts, ClientAuthThrottle, Clients, HashError, LoginThrottle, PasswordHasher, ThrottlePolicy,
 };
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
-use crate::http::{self, HttpState};
+use crate::http::{self, ClientAddr, HttpState};
 use crate::keys::rotation::Policy;
 use crate::keys::{KeyError, KeyManager, KeyScheduler, KeyringHandle, MasterKey, MasterKeyError};
 use crate::metrics::Metrics;
@@ -187,6 +187,12 @@ impl Application {
                 tokens.clone(),
                 Arc::clone(&metrics),
             ),
+            client_auth: Arc::new(ClientAuthThrottle::new(
+                services.clients.clone(),
+                ThrottlePolicy::default(),
+                Arc::clone(&clock),
+            )),
+            client_addr: ClientAddr::new(settings.trusted_proxies.clone()),
         });
         let acceptor = TcpListener::bind(settings.bind)
             .into_acceptor()

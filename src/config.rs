@@ -377,6 +377,15 @@ settings! {
         help: "Comma-separated exact origins, e.g. https://app.example.com",
         parse: parse_origins,
     },
+    /// Proxies whose `X-Forwarded-For` is believed; empty: the header is ignored.
+    trusted_proxies: Vec<ipnet::IpNet> {
+        env: "KEYTURN_TRUSTED_PROXIES",
+        flag: Some("trusted-proxies"),
+        default: Some(""),
+        secret: false,
+        help: "Comma-separated proxy addresses or CIDRs, e.g. 10.0.0.0/8,::1",
+        parse: parse_trusted_proxies,
+    },
     /// A refresh family ends this long after login, however often it is refreshed.
     refresh_absolute_ttl: Duration {
         env: "KEYTURN_REFRESH_ABSOLUTE_TTL",
@@ -572,6 +581,21 @@ fn parse_cookie_domain(v: &str) -> Result<Option<String>, String> {
 
 /// Exact origins (`scheme://host[:port]`), never `*`: CORS with
 /// credentials must name each origin.
+/// `10.0.0.0/8, 192.0.2.7, ::1`: networks, or single addresses.
+fn parse_trusted_proxies(v: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|proxy| {
+            proxy
+                .parse::<ipnet::IpNet>()
+                .map(|net| net.trunc())
+                .or_else(|_| proxy.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{proxy:?}: expected an IP address or CIDR, e.g. 10.0.0.0/8"))
+        })
+        .collect()
+}
+
 fn parse_origins(v: &str) -> Result<Vec<String>, String> {
     v.split(',')
         .map(str::trim)

@@ -12,8 +12,11 @@ pub use clients::{
     Client, ClientCredentials, ClientError, ClientView, Clients, FIRST_PARTY_CLIENT_ID, GrantType,
     NewClient, is_scope_token, normalize_scopes,
 };
-pub use password::{HashError, PasswordHasher};
-pub use throttle::{LoginThrottle, ThrottlePolicy, Throttled};
+pub use password::{HashError, HashLoadSnapshot, PasswordHasher};
+pub use throttle::{
+    Attempt, ClientAuthError, ClientAuthThrottle, LoginThrottle, MAX_ENTRIES, Throttle,
+    ThrottlePolicy, Throttled,
+};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -197,6 +200,11 @@ impl Accounts {
             clock,
             view: UserStatusView::default(),
         }
+    }
+
+    /// The password hashing pool's counters (for `/metrics`).
+    pub fn hash_load(&self) -> HashLoadSnapshot {
+        self.hasher.load()
     }
 
     /// The token-status view kept current by this instance's changes and by

@@ -1,8 +1,15 @@
 //! Password hashing: argon2id at OWASP parameters, on blocking threads behind
 //! a semaphore, so a login flood queues here instead of starving the reactor
 //! (and with it the JWKS and token verification).
+//!
+//! The permit travels into the blocking job, so a request dropped by its
+//! client (connect, send, close) keeps its slot until the hash it started
+//! has finished: at most `concurrency` hashes run, ever. The queue in front
+//! is bounded too: past `concurrency + queue` admitted hashes, callers get
+//! [`HashError::Busy`] at once (503 with `Retry-After`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -25,6 +32,72 @@ pub enum HashError {
     /// The blocking worker panicked or was cancelled.
     #[error("password hashing failed: the hashing worker died")]
     Worker(#[from] tokio::task::JoinError),
+    /// The hashing queue is full; retry shortly.
+    #[error("the server is busy checking passwords; retry shortly")]
+    Busy,
+}
+
+/// Hashes waiting per hashing thread before callers are turned away: deep
+/// enough for a burst of honest logins, shallow enough that a waiter gets
+/// an answer within about a second (argon2 takes ~20-40 ms here).
+const QUEUE_PER_THREAD: usize = 32;
+
+/// Live counters of the hashing pool (for `/metrics` and tests).
+#[derive(Debug, Default)]
+pub struct HashLoad {
+    /// Hashes admitted: waiting for a permit or running.
+    admitted: AtomicUsize,
+    running: AtomicUsize,
+    peak_running: AtomicUsize,
+    completed: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// A snapshot of [`HashLoad`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashLoadSnapshot {
+    /// Hashes allowed to run at once.
+    pub concurrency: usize,
+    /// Hashes allowed to wait beyond those.
+    pub queue: usize,
+    /// Hashes waiting now.
+    pub waiting: usize,
+    /// Hashes running now.
+    pub running: usize,
+    /// Most hashes ever seen running at once.
+    pub peak_running: usize,
+    /// Hashes finished (every argon2 evaluation, dummy ones included).
+    pub completed: u64,
+    /// Hashes refused because the queue was full.
+    pub refused: u64,
+}
+
+/// A slot among the admitted hashes, given back on drop.
+struct Admitted(Arc<HashLoad>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A hash running on a blocking thread, counted until it ends (even by a
+/// panic).
+struct Running(Arc<HashLoad>);
+
+impl Running {
+    fn start(load: Arc<HashLoad>) -> Self {
+        let now = load.running.fetch_add(1, Ordering::AcqRel) + 1;
+        load.peak_running.fetch_max(now, Ordering::AcqRel);
+        Self(load)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+        self.0.completed.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// argon2id hasher with bounded concurrency.
@@ -32,6 +105,9 @@ pub enum HashError {
 pub struct PasswordHasher {
     params: Params,
     permits: Arc<Semaphore>,
+    concurrency: usize,
+    queue: usize,
+    load: Arc<HashLoad>,
     /// Verified against when the user does not exist, so unknown users cost
     /// the same time as wrong passwords.
     dummy_hash: Arc<String>,
@@ -43,16 +119,36 @@ impl PasswordHasher {
     pub fn owasp() -> Result<Self, HashError> {
         let params = Params::new(19_456, 2, 1, None).map_err(HashError::Params)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self::with(params, cores.saturating_sub(1).max(1))
+        let concurrency = cores.saturating_sub(1).max(1);
+        Self::with(params, concurrency, concurrency * QUEUE_PER_THREAD)
     }
 
-    fn with(params: Params, concurrency: usize) -> Result<Self, HashError> {
+    fn with(params: Params, concurrency: usize, queue: usize) -> Result<Self, HashError> {
         let dummy = hash_blocking(&params, b"keyturn dummy password")?;
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(concurrency)),
+            concurrency,
+            queue,
+            load: Arc::default(),
             dummy_hash: Arc::new(dummy),
         })
+    }
+
+    /// The pool's counters now.
+    pub fn load(&self) -> HashLoadSnapshot {
+        let load = &self.load;
+        let admitted = load.admitted.load(Ordering::Acquire);
+        let running = load.running.load(Ordering::Acquire);
+        HashLoadSnapshot {
+            concurrency: self.concurrency,
+            queue: self.queue,
+            waiting: admitted.saturating_sub(running),
+            running,
+            peak_running: load.peak_running.load(Ordering::Acquire),
+            completed: load.completed.load(Ordering::Relaxed),
+            refused: load.refused.load(Ordering::Relaxed),
+        }
     }
 
     /// Hashes a new password into a PHC string.
@@ -90,8 +186,36 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        let _permit = self.permits.acquire().await?;
-        Ok(tokio::task::spawn_blocking(work).await?)
+        let admitted = self.admit()?;
+        let permit = Arc::clone(&self.permits).acquire_owned().await?;
+        let load = Arc::clone(&self.load);
+        // Permit and slot live in the job: if this future is dropped (the
+        // client went away), they are held until the hash really ends.
+        let job = tokio::task::spawn_blocking(move || {
+            let _held = (permit, admitted);
+            let _running = Running::start(load);
+            work()
+        });
+        Ok(job.await?)
+    }
+
+    /// Takes a slot among the admitted hashes, or refuses when the queue is
+    /// full.
+    fn admit(&self) -> Result<Admitted, HashError> {
+        let bound = self.concurrency + self.queue;
+        let load = &self.load;
+        let taken = load
+            .admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < bound).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Ok(Admitted(Arc::clone(load))),
+            Err(_) => {
+                load.refused.fetch_add(1, Ordering::Relaxed);
+                Err(HashError::Busy)
+            }
+        }
     }
 }
 
@@ -140,5 +264,50 @@ mod tests {
         let err = hasher.run(dies).await.unwrap_err();
         assert!(matches!(err, HashError::Worker(_)), "{err:?}");
         assert!(err.source().is_some(), "the join error is kept");
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_and_dropped_callers_keep_their_slot() {
+        let params = Params::new(19_456, 2, 1, None).unwrap();
+        let hasher = PasswordHasher::with(params, 1, 2).unwrap();
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let wait = Arc::new(std::sync::Mutex::new(wait));
+        let blocked = |wait: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<()>>>| {
+            move || {
+                let _ = wait.lock().unwrap().recv();
+            }
+        };
+        // One running (held by the channel), two waiting: full.
+        let running = tokio::spawn({
+            let (h, w) = (hasher.clone(), Arc::clone(&wait));
+            async move { h.run(blocked(w)).await }
+        });
+        while hasher.load().running == 0 {
+            tokio::task::yield_now().await;
+        }
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let (h, w) = (hasher.clone(), Arc::clone(&wait));
+                tokio::spawn(async move { h.run(blocked(w)).await })
+            })
+            .collect();
+        while hasher.load().waiting < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(hasher.run(|| ()).await, Err(HashError::Busy)));
+        assert_eq!(hasher.load().refused, 1);
+        // The caller of the running hash goes away: its slot stays taken.
+        running.abort();
+        let _ = running.await;
+        assert_eq!(hasher.load().running, 1);
+        assert!(matches!(hasher.run(|| ()).await, Err(HashError::Busy)));
+        for _ in 0..3 {
+            release.send(()).unwrap();
+        }
+        for waiter in waiters {
+            waiter.await.unwrap().unwrap();
+        }
+        let load = hasher.load();
+        assert_eq!((load.running, load.waiting, load.peak_running), (0, 0, 1));
     }
 }

@@ -20,7 +20,7 @@ use poem::{IntoResponse as _, Response};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
-use crate::accounts::{AccountError, ClientError, Throttled};
+use crate::accounts::{AccountError, ClientAuthError, ClientError, HashError, Throttled};
 use crate::keys::KeyError;
 use crate::store::StoreError;
 use crate::token::{GrantError, LoginError, TokenError};
@@ -79,6 +79,11 @@ pub enum Status {
     },
     /// 503: not ready (store unreachable, no signing key).
     Unavailable,
+    /// 503 with `Retry-After`: too busy right now (the hashing queue is full).
+    Overloaded {
+        /// Seconds after which a retry is sensible.
+        retry_after: i64,
+    },
     /// 500: the server's own failure; the cause is logged, never sent.
     Internal,
 }
@@ -176,7 +181,7 @@ impl Classify for Throttled {
             },
             "too_many_requests",
             format!(
-                "too many failed logins; retry in {} seconds",
+                "too many failed attempts; retry in {} seconds",
                 self.retry_after
             ),
         )
@@ -194,6 +199,11 @@ impl Classify for AccountError {
             }
             Self::UsernameTaken => Failure::of(Status::Conflict, "conflict", self),
             Self::NotFound => Failure::of(Status::NotFound, "not_found", self),
+            Self::Hash(HashError::Busy) => Failure::of(
+                Status::Overloaded { retry_after: 1 },
+                "temporarily_unavailable",
+                self,
+            ),
             Self::Hash(_) | Self::Store(_) => Failure::internal(self),
         }
     }
@@ -215,6 +225,15 @@ impl Classify for ClientError {
                 self,
             ),
             Self::Random | Self::Store(_) => Failure::internal(self),
+        }
+    }
+}
+
+impl Classify for ClientAuthError {
+    fn classify(&self) -> Failure {
+        match self {
+            Self::Throttled(e) => e.classify(),
+            Self::Client(e) => e.classify(),
         }
     }
 }
@@ -322,9 +341,13 @@ pub enum ApiError {
     /// Too many failed logins for this username or from this address.
     #[oai(status = 429)]
     TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] String),
-    /// The server is not ready (store unreachable or no signing key).
+    /// The server is not ready (store unreachable or no signing key), or
+    /// too busy checking passwords (then with `Retry-After`).
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(
+        Json<ErrorBody>,
+        #[oai(header = "Retry-After")] Option<String>,
+    ),
     /// An unexpected failure; details are only in the server log.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -382,7 +405,10 @@ impl From<Failure> for ApiError {
             Status::TooManyRequests { retry_after } => {
                 Self::TooManyRequests(body, retry_after.to_string())
             }
-            Status::Unavailable => Self::Unavailable(body),
+            Status::Unavailable => Self::Unavailable(body, None),
+            Status::Overloaded { retry_after } => {
+                Self::Unavailable(body, Some(retry_after.to_string()))
+            }
             Status::Internal => Self::Internal(body),
         }
     }
@@ -413,6 +439,14 @@ pub enum OAuthError {
     InvalidClient(
         Json<ErrorBody>,
         #[oai(header = "WWW-Authenticate")] String,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+    ),
+    /// Too many failed client authentications for this client or address.
+    #[oai(status = 429)]
+    TooManyRequests(
+        Json<ErrorBody>,
+        #[oai(header = "Retry-After")] String,
         #[oai(header = "Cache-Control")] String,
         #[oai(header = "Pragma")] String,
     ),
@@ -473,14 +507,18 @@ impl From<Failure> for OAuthError {
                 NO_CACHE.into(),
             ),
             // RFC 6749 §5.2: 400 unless specified otherwise.
-            Status::BadRequest
-            | Status::Forbidden
-            | Status::NotFound
-            | Status::Conflict
-            | Status::TooManyRequests { .. } => {
+            Status::BadRequest | Status::Forbidden | Status::NotFound | Status::Conflict => {
                 Self::BadRequest(body, NO_STORE.into(), NO_CACHE.into())
             }
-            Status::Unavailable => Self::Unavailable(body, NO_STORE.into(), NO_CACHE.into()),
+            Status::TooManyRequests { retry_after } => Self::TooManyRequests(
+                body,
+                retry_after.to_string(),
+                NO_STORE.into(),
+                NO_CACHE.into(),
+            ),
+            Status::Unavailable | Status::Overloaded { .. } => {
+                Self::Unavailable(body, NO_STORE.into(), NO_CACHE.into())
+            }
             Status::Internal => Self::Internal(body, NO_STORE.into(), NO_CACHE.into()),
         }
     }
@@ -558,7 +596,7 @@ mod tests {
             ApiError::NotFound(b) => (404, b, None),
             ApiError::Conflict(b) => (409, b, None),
             ApiError::TooManyRequests(b, _) => (429, b, None),
-            ApiError::Unavailable(b) => (503, b, None),
+            ApiError::Unavailable(b, _) => (503, b, None),
             ApiError::Internal(b) => (500, b, None),
         };
         (status, body.error, challenge)
@@ -569,6 +607,7 @@ mod tests {
         let (status, Json(body), challenge) = match err.into() {
             OAuthError::BadRequest(b, ..) => (400, b, None),
             OAuthError::InvalidClient(b, c, ..) => (401, b, Some(c)),
+            OAuthError::TooManyRequests(b, ..) => (429, b, None),
             OAuthError::Unavailable(b, ..) => (503, b, None),
             OAuthError::Internal(b, ..) => (500, b, None),
         };
@@ -601,7 +640,12 @@ mod tests {
             (
                 || Throttled { retry_after: 9 }.classify(),
                 (429, "too_many_requests", None),
-                (400, "too_many_requests", None),
+                (429, "too_many_requests", None),
+            ),
+            (
+                || AccountError::Hash(HashError::Busy).classify(),
+                (503, "temporarily_unavailable", None),
+                (503, "temporarily_unavailable", None),
             ),
             (
                 || AccountError::InvalidCredentials.classify(),

@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod client_addr;
 mod discovery;
 mod error;
 mod health;
@@ -22,12 +23,13 @@ use poem::web::headers::{ContentLength, HeaderMapExt as _};
 use poem::{Endpoint, EndpointExt as _, IntoResponse, Request, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 
-use crate::accounts::{Accounts, Clients};
+use crate::accounts::{Accounts, ClientAuthThrottle, Clients};
 use crate::clock::SharedClock;
 use crate::keys::{KeyManager, KeyScheduler, KeyringHandle};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::token::{Login, Tokens};
+pub use client_addr::ClientAddr;
 
 /// Largest accepted request body (SPEC §5).
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -59,6 +61,10 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// The login policy (throttle, password check, tokens).
     pub login: Login,
+    /// Client authentication behind its throttle.
+    pub client_auth: Arc<ClientAuthThrottle>,
+    /// Who the client is (socket peer or trusted `X-Forwarded-For`).
+    pub client_addr: ClientAddr,
 }
 
 #[derive(Tags)]

@@ -337,10 +337,16 @@ impl OAuthApi {
     }
 
     /// Authenticates the client if credentials were presented.
-    async fn client(&self, presented: Presented) -> Result<Option<Client>, OAuthError> {
+    async fn client(
+        &self,
+        req: &Request,
+        presented: Presented,
+    ) -> Result<Option<Client>, OAuthError> {
         match presented {
             Presented::Secret(credentials) => {
-                Ok(Some(self.state.clients.authenticate(&credentials).await?))
+                let address = self.state.client_addr.of(req);
+                let auth = &self.state.client_auth;
+                Ok(Some(auth.authenticate(&credentials, address).await?))
             }
             Presented::Nothing | Presented::FirstParty => Ok(None),
         }
@@ -354,7 +360,7 @@ impl OAuthApi {
         client_secret: Option<String>,
     ) -> Result<Client, OAuthError> {
         let presented = presented_client(req, client_id, client_secret)?;
-        self.client(presented)
+        self.client(req, presented)
             .await?
             .ok_or_else(|| OAuthError::invalid_client("client authentication is required"))
     }
@@ -384,7 +390,7 @@ impl OAuthApi {
     ) -> Result<TokenResponse, OAuthError> {
         let Form(form) = form;
         let presented = presented_client(req, form.client_id, form.client_secret)?;
-        let client = self.client(presented).await?;
+        let client = self.client(req, presented).await?;
         let scope = form.scope.as_deref();
         let grant = match form.grant_type.as_str() {
             "" => return Err(OAuthError::invalid_request("grant_type is required")),

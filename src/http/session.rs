@@ -84,7 +84,7 @@ impl SessionApi {
         body: Json<LoginRequest>,
     ) -> Result<LoginResponse, ApiError> {
         let Json(LoginRequest { username, password }) = body;
-        let address = req.remote_addr().as_socket_addr().map(|a| a.ip());
+        let address = self.state.client_addr.of(req);
         let issued = self
             .state
             .login

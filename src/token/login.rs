@@ -51,31 +51,38 @@ impl Login {
     }
 
     /// Checks `username`/`password` from `address` and issues first-party
-    /// tokens. A throttled attempt is refused before the password is hashed;
-    /// only wrong credentials count as failures.
+    /// tokens. The attempt is counted by the throttle before the password
+    /// is hashed (so concurrent guesses count too) and settled after: wrong
+    /// credentials stay counted, a success clears the name, and a check
+    /// that reached no verdict (hashing pool full, store down) is released.
     pub async fn login(
         &self,
         username: &str,
         password: &SecretString,
         address: Option<IpAddr>,
     ) -> Result<IssuedTokens, LoginError> {
-        if let Err(throttled) = self.throttle.check(username, address) {
-            self.metrics.login_failed();
-            tracing::warn!(audit = "login_throttled", client = ?address, "login throttled");
-            return Err(LoginError::Throttled(throttled));
-        }
+        let attempt = match self.throttle.begin(username, address) {
+            Ok(attempt) => attempt,
+            Err(throttled) => {
+                self.metrics.login_failed();
+                tracing::warn!(audit = "login_throttled", client_ip = ?address,
+                    outcome = "refused", detail = "too many failures", "login throttled");
+                return Err(LoginError::Throttled(throttled));
+            }
+        };
         let user = match self.accounts.authenticate(username, password).await {
             Ok(user) => user,
             Err(err) => {
                 if matches!(err, AccountError::InvalidCredentials) {
-                    self.throttle.failed(username, address);
+                    attempt.failed();
                 }
                 self.metrics.login_failed();
-                tracing::info!(audit = "login_failed", client = ?address, "login failed");
+                tracing::info!(audit = "login_failed", client_ip = ?address,
+                    outcome = "failure", "login failed");
                 return Err(err.into());
             }
         };
-        self.throttle.succeeded(username);
+        attempt.succeeded();
         let issued = self
             .tokens
             .issue_for_user(&user, FIRST_PARTY_CLIENT, "")
@@ -83,5 +90,10 @@ impl Login {
         self.metrics.token_issued(IssuedBy::Login);
         tracing::info!(audit = "login", user_id = %user.id, "login succeeded");
         Ok(issued)
+    }
+
+    /// Throttle entries held: (usernames, addresses).
+    pub fn throttle_entries(&self) -> (usize, usize) {
+        self.throttle.entries()
     }
 }

@@ -19,5 +19,6 @@ mod openapi;
 mod postgres;
 mod revocation;
 mod rotation;
+mod throttle;
 mod tokens;
 mod verifier;
