@@ -169,7 +169,7 @@ async fn many_names_through_login_leave_fixed_size_entries_only() {
     let login = |n: usize| {
         let (client, url) = (app.client.clone(), app.url("/login"));
         // Half valid distinct names, half names far beyond the rules.
-        let username = if n % 2 == 0 {
+        let username = if n.is_multiple_of(2) {
             format!("user{n}")
         } else {
             format!("{long}{n}")
