@@ -52,12 +52,14 @@ impl Login {
 
     /// Checks `username`/`password` from `address` and issues first-party
     /// tokens. A throttled attempt is refused before the password is hashed;
-    /// only wrong credentials count as failures.
+    /// only wrong credentials count as failures. `csrf`: the cookie
+    /// transport's CSRF binding claim, if any.
     pub async fn login(
         &self,
         username: &str,
         password: &SecretString,
         address: Option<IpAddr>,
+        csrf: Option<String>,
     ) -> Result<IssuedTokens, LoginError> {
         if let Err(throttled) = self.throttle.check(username, address) {
             self.metrics.login_failed();
@@ -78,7 +80,7 @@ impl Login {
         self.throttle.succeeded(username);
         let issued = self
             .tokens
-            .issue_for_user(&user, FIRST_PARTY_CLIENT, "")
+            .issue_for_user(&user, FIRST_PARTY_CLIENT, "", csrf)
             .await?;
         self.metrics.token_issued(IssuedBy::Login);
         tracing::info!(audit = "login", user_id = %user.id, "login succeeded");
