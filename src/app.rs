@@ -193,6 +193,12 @@ impl Application {
                 Arc::clone(&clock),
             )),
             client_addr: ClientAddr::new(settings.trusted_proxies.clone()),
+            cookies: crate::http::CookiePolicy {
+                enabled: settings.cookies,
+                secure: settings.cookie_secure,
+                domain: settings.cookie_domain.clone(),
+            },
+            cors: crate::http::CorsPolicy::new(settings.cors_origins.clone()),
         });
         let acceptor = TcpListener::bind(settings.bind)
             .into_acceptor()
@@ -263,7 +269,10 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
         let _background = self.background;
-        poem::Server::new_with_acceptor(self.acceptor)
+        // Slow clients are bounded per request (headers and body); idle
+        // keep-alive connections are closed after a minute.
+        poem::Server::new_with_acceptor(crate::http::SlowClientGuard::new(self.acceptor))
+            .idle_timeout(Duration::from_secs(60))
             .run_with_graceful_shutdown(self.endpoint, shutdown, Some(Duration::from_secs(10)))
             .await
     }

@@ -64,6 +64,17 @@ pub struct AccessClaims {
     /// Username, for user tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    /// Cookie transport only: base64url(SHA-256(CSRF value)), the value the
+    /// `X-CSRF-Token` header must hash to (SPEC §5a).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csrf: Option<String>,
+}
+
+/// The non-standard claims the server reads back besides the verifier's.
+#[derive(Debug, Default, Deserialize)]
+struct ExtraClaims {
+    #[serde(default)]
+    csrf: Option<String>,
 }
 
 /// What a successful login or grant returns.
@@ -184,12 +195,14 @@ impl Tokens {
         })
     }
 
-    /// Issues an access token and a refresh token (new family) for a user.
+    /// Issues an access token and a refresh token (new family) for a user;
+    /// `csrf` is the cookie transport's CSRF binding claim, if any.
     pub async fn issue_for_user(
         &self,
         user: &User,
         client_id: &str,
         scope: &str,
+        csrf: Option<String>,
     ) -> Result<IssuedTokens, TokenError> {
         let mut now = self.clock.now();
         if now <= user.tokens_valid_after {
@@ -202,6 +215,7 @@ impl Tokens {
             scope: scope.to_owned(),
             roles: user.roles.clone(),
             username: Some(user.username.clone()),
+            csrf,
             ..self.new_claims(now, &user.id, client_id, None)
         };
         let access_token = self.sign(&claims)?;
@@ -248,6 +262,7 @@ impl Tokens {
             scope: String::new(),
             roles: Vec::new(),
             username: None,
+            csrf: None,
         }
     }
 
@@ -283,7 +298,7 @@ impl Tokens {
             &self.any_audience
         };
         let keyring = self.keyring.get();
-        let claims: Claims = validator.validate(token, &*keyring, self.clock.now())?;
+        let claims: Claims<ExtraClaims> = validator.validate(token, &*keyring, self.clock.now())?;
         Ok(AccessClaims::try_from(claims)?)
     }
 
@@ -310,10 +325,10 @@ impl Tokens {
 /// The validated claims in the server's own shape. The shared check has
 /// made sure the required claims are there; what is left is keyturn's own
 /// token format: one `aud`, a `client_id`, times that fit in an `i64`.
-impl TryFrom<Claims> for AccessClaims {
+impl TryFrom<Claims<ExtraClaims>> for AccessClaims {
     type Error = VerifyError;
 
-    fn try_from(claims: Claims) -> Result<Self, VerifyError> {
+    fn try_from(claims: Claims<ExtraClaims>) -> Result<Self, VerifyError> {
         let time = |t: Option<u64>, missing| {
             t.and_then(|t| i64::try_from(t).ok())
                 .ok_or(VerifyError::Malformed(missing))
@@ -336,6 +351,7 @@ impl TryFrom<Claims> for AccessClaims {
             scope: claims.scope,
             roles: claims.roles,
             username: claims.username,
+            csrf: claims.extra.csrf,
         })
     }
 }

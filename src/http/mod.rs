@@ -4,14 +4,21 @@
 mod admin;
 mod auth;
 mod client_addr;
+mod connection;
+mod cookies;
+mod cors;
 mod discovery;
 mod error;
+mod headers;
 mod health;
 mod jwks;
 mod metrics;
 mod oauth;
 mod session;
 
+pub use connection::SlowClientGuard;
+pub use cookies::CookiePolicy;
+pub use cors::CorsPolicy;
 pub use error::{ApiError, ErrorBody, OAuthError};
 
 use std::sync::Arc;
@@ -65,6 +72,10 @@ pub struct HttpState {
     pub client_auth: Arc<ClientAuthThrottle>,
     /// Who the client is (socket peer or trusted `X-Forwarded-For`).
     pub client_addr: ClientAddr,
+    /// The cookie transport (SPEC §5a).
+    pub cookies: CookiePolicy,
+    /// The origins allowed to call with credentials (CORS).
+    pub cors: CorsPolicy,
 }
 
 #[derive(Tags)]
@@ -114,6 +125,8 @@ fn api_service(
 /// `/openapi.json`, with the body limit, tracing and error rendering.
 pub fn routes(state: Arc<HttpState>, server_url: &str) -> impl Endpoint<Output = Response> + use<> {
     let metrics = Arc::clone(&state.metrics);
+    let cookies = state.cookies.clone();
+    let cors = state.cors.clone();
     let api = api_service(state, server_url);
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
@@ -122,9 +135,12 @@ pub fn routes(state: Arc<HttpState>, server_url: &str) -> impl Endpoint<Output =
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .around(limit_body)
+        .around(headers::limit_headers)
+        .data(cookies)
         .with(Tracing)
         .catch_all_error(error::render_poem_error)
-        .around(no_store_on_oauth)
+        .with(cors)
+        .around(headers::security_headers)
         .around(move |next, req| {
             let metrics = Arc::clone(&metrics);
             async move {
@@ -133,18 +149,6 @@ pub fn routes(state: Arc<HttpState>, server_url: &str) -> impl Endpoint<Output =
                 Ok(response)
             }
         })
-}
-
-/// Every response of the OAuth endpoints and `/logout`, including errors
-/// raised before a handler runs, carries `Cache-Control: no-store`.
-async fn no_store_on_oauth<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
-    let path = req.uri().path();
-    let oauth = path.starts_with("/oauth/") || path == "/logout";
-    let mut response = next.call(req).await?.into_response();
-    if oauth {
-        error::ensure_no_store(&mut response);
-    }
-    Ok(response)
 }
 
 /// Refuses bodies over [`BODY_LIMIT`] with 413, whether or not the client

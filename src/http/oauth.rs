@@ -21,7 +21,9 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::auth::BearerAuth;
-use super::error::{NO_CACHE, NO_STORE, OAuthError};
+use super::cookies::{self, CsrfValue, REFRESH_COOKIE, WithCookies};
+use super::error::{Failure, NO_CACHE, NO_STORE, OAuthError, Status};
+use super::session::CookieSession;
 use super::{ApiError, ApiTags, HttpState};
 use crate::accounts::{Client, ClientCredentials, GrantType};
 use crate::metrics::IssuedBy;
@@ -189,6 +191,14 @@ pub enum TokenResponse {
     #[oai(status = 200)]
     Ok(
         Json<GrantBody>,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+    ),
+    /// Refreshed by the `keyturn_refresh` cookie: the new tokens are in the
+    /// three cookies again.
+    #[oai(status = 200)]
+    Cookie(
+        Json<CookieSession>,
         #[oai(header = "Cache-Control")] String,
         #[oai(header = "Pragma")] String,
     ),
@@ -364,6 +374,92 @@ impl OAuthApi {
             .await?
             .ok_or_else(|| OAuthError::invalid_client("client authentication is required"))
     }
+
+    /// `grant_type=refresh_token` by the `keyturn_refresh` cookie (SPEC
+    /// §5a): `X-CSRF-Token` must be the CSRF value issued with that refresh
+    /// token; the rotation (and reuse detection) is the usual one, under a
+    /// new CSRF value, and all three cookies are set again.
+    async fn refresh_by_cookie(
+        &self,
+        req: &Request,
+        form: TokenForm,
+    ) -> Result<WithCookies<TokenResponse>, OAuthError> {
+        let presented = presented_client(req, form.client_id, form.client_secret)?;
+        if matches!(presented, Presented::Secret(_)) {
+            return Err(OAuthError::invalid_request(
+                "the refresh cookie is first-party: send no client credentials with it",
+            ));
+        }
+        let cookie = cookies::cookie(req.headers(), REFRESH_COOKIE)
+            .map_err(|_| OAuthError::invalid_request("send the refresh cookie once"))?
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                OAuthError::invalid_request("refresh_token is required (as a parameter or cookie)")
+            })?;
+        let (refresh_token, binding) = cookies::split_refresh_cookie(cookie).ok_or_else(|| {
+            OAuthError::from(Failure::new(
+                Status::BadRequest,
+                "invalid_grant",
+                "the refresh cookie is malformed",
+            ))
+        })?;
+        let csrf_failed = |why: &'static str| {
+            tracing::info!(
+                audit = "csrf_failed",
+                actor = "browser",
+                subject = "refresh_token",
+                outcome = "refused",
+                detail = why,
+                "cookie refresh refused"
+            );
+            OAuthError::from(Failure::new(Status::Forbidden, "csrf_failed", why))
+        };
+        let header = cookies::csrf_header(req.headers())
+            .ok_or_else(|| csrf_failed("the X-CSRF-Token header is required"))?;
+        if !cookies::matches(header, binding) {
+            return Err(csrf_failed(
+                "the X-CSRF-Token header does not match this session",
+            ));
+        }
+        let csrf = CsrfValue::generate().ok_or_else(|| {
+            OAuthError::from(Failure::new(
+                Status::Unavailable,
+                "temporarily_unavailable",
+                "no system randomness for a CSRF value",
+            ))
+        })?;
+        let issued = self
+            .state
+            .tokens
+            .refresh(
+                refresh_token,
+                None,
+                form.scope.as_deref(),
+                Some(csrf.binding()),
+            )
+            .await?;
+        self.state
+            .metrics
+            .token_issued(IssuedBy::Grant(GrantType::RefreshToken));
+        let cookies = self.state.cookies.session(
+            &issued.access_token,
+            issued.expires_in,
+            issued.refresh_token.as_deref(),
+            &csrf,
+        );
+        Ok(WithCookies {
+            response: TokenResponse::Cookie(
+                Json(CookieSession {
+                    token_type: "cookie".into(),
+                    expires_in: issued.expires_in,
+                    csrf_token: csrf.as_str().to_owned(),
+                }),
+                NO_STORE.into(),
+                NO_CACHE.into(),
+            ),
+            cookies,
+        })
+    }
 }
 
 #[OpenApi(tag = "ApiTags::OAuth")]
@@ -387,8 +483,14 @@ impl OAuthApi {
         req: &Request,
         _auth: ClientAuth,
         form: Form<TokenForm>,
-    ) -> Result<TokenResponse, OAuthError> {
+    ) -> Result<WithCookies<TokenResponse>, OAuthError> {
         let Form(form) = form;
+        if form.grant_type == GrantType::RefreshToken.as_str()
+            && non_empty(form.refresh_token.clone()).is_none()
+            && self.state.cookies.enabled
+        {
+            return self.refresh_by_cookie(req, form).await;
+        }
         let presented = presented_client(req, form.client_id, form.client_secret)?;
         let client = self.client(req, presented).await?;
         let scope = form.scope.as_deref();
@@ -416,12 +518,12 @@ impl OAuthApi {
                     .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
                 self.state
                     .tokens
-                    .refresh(&token, client.as_ref(), scope)
+                    .refresh(&token, client.as_ref(), scope, None)
                     .await?
             }
         };
         self.state.metrics.token_issued(IssuedBy::Grant(grant));
-        Ok(TokenResponse::Ok(
+        Ok(WithCookies::none(TokenResponse::Ok(
             Json(GrantBody {
                 access_token: issued.access_token,
                 token_type: "Bearer".into(),
@@ -431,7 +533,7 @@ impl OAuthApi {
             }),
             NO_STORE.into(),
             NO_CACHE.into(),
-        ))
+        )))
     }
 
     /// Token revocation (RFC 7009), by the client the token was issued to.
@@ -523,12 +625,20 @@ impl OAuthApi {
     }
 
     /// Log out: revokes this access token and the refresh token family it
-    /// was issued with. Other sessions of the user stay logged in.
+    /// was issued with. Other sessions of the user stay logged in. By
+    /// cookie (with `X-CSRF-Token`), also clears the three cookies.
     #[oai(path = "/logout", method = "post", tag = "ApiTags::Auth")]
-    async fn logout(&self, auth: BearerAuth) -> Result<LogoutResponse, ApiError> {
+    async fn logout(&self, auth: BearerAuth) -> Result<WithCookies<LogoutResponse>, ApiError> {
         let claims = auth.claims(&self.state.tokens)?;
         self.state.tokens.logout(&claims).await?;
-        Ok(LogoutResponse::Done)
+        Ok(WithCookies {
+            response: LogoutResponse::Done,
+            cookies: if auth.by_cookie() {
+                self.state.cookies.cleared()
+            } else {
+                Vec::new()
+            },
+        })
     }
 }
 

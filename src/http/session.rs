@@ -4,11 +4,22 @@ use std::sync::Arc;
 
 use poem::Request;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use secrecy::SecretString;
 
 use super::auth::BearerAuth;
+use super::cookies::{CsrfValue, WithCookies};
 use super::{ApiError, ApiTags, HttpState};
+
+/// Where the tokens go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum Transport {
+    /// In the body, for `Authorization: Bearer …` (the default).
+    Bearer,
+    /// In HttpOnly cookies, for browser front-ends (`KEYTURN_COOKIES=on`).
+    Cookie,
+}
 
 /// Credentials.
 #[derive(Object)]
@@ -18,6 +29,20 @@ pub struct LoginRequest {
     /// Password.
     #[oai(write_only)]
     pub password: String,
+    /// `cookie`: set the tokens as cookies instead of returning them.
+    pub transport: Option<Transport>,
+}
+
+/// A cookie login or refresh: the tokens are in the cookies.
+#[derive(Debug, Object)]
+pub struct CookieSession {
+    /// Always `cookie`.
+    pub token_type: String,
+    /// Access token (and cookie) lifetime in seconds.
+    pub expires_in: u64,
+    /// The CSRF value to send as `X-CSRF-Token` on state-changing requests
+    /// (also in the `keyturn_csrf` cookie).
+    pub csrf_token: String,
 }
 
 /// Issued tokens (RFC 6749 §5.1 shape).
@@ -40,6 +65,14 @@ pub enum LoginResponse {
     #[oai(status = 200)]
     Ok(
         Json<TokenResponse>,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+    ),
+    /// Logged in with `"transport":"cookie"`: the tokens are in the
+    /// `keyturn_access`, `keyturn_refresh` and `keyturn_csrf` cookies.
+    #[oai(status = 200)]
+    Cookie(
+        Json<CookieSession>,
         #[oai(header = "Cache-Control")] String,
         #[oai(header = "Pragma")] String,
     ),
@@ -82,15 +115,56 @@ impl SessionApi {
         &self,
         req: &Request,
         body: Json<LoginRequest>,
-    ) -> Result<LoginResponse, ApiError> {
-        let Json(LoginRequest { username, password }) = body;
+    ) -> Result<WithCookies<LoginResponse>, ApiError> {
+        let Json(LoginRequest {
+            username,
+            password,
+            transport,
+        }) = body;
+        let csrf =
+            match transport {
+                Some(Transport::Cookie) if !self.state.cookies.enabled => {
+                    return Err(ApiError::invalid_request(
+                        "the cookie transport is off on this server (KEYTURN_COOKIES)",
+                    ));
+                }
+                Some(Transport::Cookie) => Some(CsrfValue::generate().ok_or_else(|| {
+                    ApiError::unavailable("no system randomness for a CSRF value")
+                })?),
+                Some(Transport::Bearer) | None => None,
+            };
         let address = self.state.client_addr.of(req);
         let issued = self
             .state
             .login
-            .login(&username, &SecretString::from(password), address)
+            .login(
+                &username,
+                &SecretString::from(password),
+                address,
+                csrf.as_ref().map(CsrfValue::binding),
+            )
             .await?;
-        Ok(LoginResponse::Ok(
+        if let Some(csrf) = csrf {
+            let cookies = self.state.cookies.session(
+                &issued.access_token,
+                issued.expires_in,
+                issued.refresh_token.as_deref(),
+                &csrf,
+            );
+            return Ok(WithCookies {
+                response: LoginResponse::Cookie(
+                    Json(CookieSession {
+                        token_type: "cookie".into(),
+                        expires_in: issued.expires_in,
+                        csrf_token: csrf.as_str().to_owned(),
+                    }),
+                    "no-store".into(),
+                    "no-cache".into(),
+                ),
+                cookies,
+            });
+        }
+        Ok(WithCookies::none(LoginResponse::Ok(
             Json(TokenResponse {
                 access_token: issued.access_token,
                 token_type: "Bearer".into(),
@@ -99,10 +173,10 @@ impl SessionApi {
             }),
             "no-store".into(),
             "no-cache".into(),
-        ))
+        )))
     }
 
-    /// The caller's identity, from the bearer token.
+    /// The caller's identity, from the bearer token or the access cookie.
     #[oai(path = "/profile", method = "get")]
     async fn profile(&self, auth: BearerAuth) -> Result<Json<Profile>, ApiError> {
         let claims = auth.claims(&self.state.tokens)?;

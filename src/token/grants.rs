@@ -176,11 +176,14 @@ impl Tokens {
     /// client authentication; a registered client presenting one gets
     /// `invalid_grant` (or `unauthorized_client` if it may not use the
     /// grant at all).
+    /// `csrf`: the cookie transport's CSRF binding claim for the new access
+    /// token, if any.
     pub async fn refresh(
         &self,
         refresh_token: &str,
         client: Option<&Client>,
         scope: Option<&str>,
+        csrf: Option<String>,
     ) -> Result<IssuedTokens, GrantError> {
         const UNKNOWN: &str = "the refresh token is invalid";
         if let Some(client) = client
@@ -224,6 +227,7 @@ impl Tokens {
             scope,
             roles: user.roles.clone(),
             username: Some(user.username.clone()),
+            csrf,
             ..self.new_claims(now, &user.id, FIRST_PARTY_CLIENT, None)
         };
         let access_token = self.sign(&claims)?;

@@ -55,11 +55,13 @@ impl Login {
     /// is hashed (so concurrent guesses count too) and settled after: wrong
     /// credentials stay counted, a success clears the name, and a check
     /// that reached no verdict (hashing pool full, store down) is released.
+    /// `csrf`: the cookie transport's CSRF binding claim, if any.
     pub async fn login(
         &self,
         username: &str,
         password: &SecretString,
         address: Option<IpAddr>,
+        csrf: Option<String>,
     ) -> Result<IssuedTokens, LoginError> {
         let attempt = match self.throttle.begin(username, address) {
             Ok(attempt) => attempt,
@@ -85,7 +87,7 @@ impl Login {
         attempt.succeeded();
         let issued = self
             .tokens
-            .issue_for_user(&user, FIRST_PARTY_CLIENT, "")
+            .issue_for_user(&user, FIRST_PARTY_CLIENT, "", csrf)
             .await?;
         self.metrics.token_issued(IssuedBy::Login);
         tracing::info!(audit = "login", user_id = %user.id, "login succeeded");

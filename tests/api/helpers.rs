@@ -519,3 +519,136 @@ pub fn assert_no_store(response: &reqwest::Response) {
     assert_eq!(response.headers()["cache-control"], "no-store");
     assert_eq!(response.headers()["pragma"], "no-cache");
 }
+
+// --- Browser transport (cookies, CSRF, CORS, strict HTTP) ---------------------
+
+/// One `Set-Cookie` header, parsed: name, value and attributes in order
+/// (names as sent, e.g. `Path=/`, `HttpOnly`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetCookie {
+    pub name: String,
+    pub value: String,
+    pub attributes: Vec<String>,
+}
+
+impl SetCookie {
+    pub fn parse(header: &str) -> SetCookie {
+        let mut parts = header.split(';').map(str::trim);
+        let (name, value) = parts
+            .next()
+            .and_then(|p| p.split_once('='))
+            .expect("name=value");
+        SetCookie {
+            name: name.to_owned(),
+            value: value.to_owned(),
+            attributes: parts.map(str::to_owned).collect(),
+        }
+    }
+
+    /// The attributes, sorted, for comparing as a set.
+    pub fn attribute_set(&self) -> Vec<String> {
+        let mut attributes = self.attributes.clone();
+        attributes.sort();
+        attributes
+    }
+}
+
+/// Every `Set-Cookie` of a response, by cookie name.
+pub fn set_cookies(response: &reqwest::Response) -> BTreeMap<String, SetCookie> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| SetCookie::parse(v.to_str().expect("ascii")))
+        .map(|c| (c.name.clone(), c))
+        .collect()
+}
+
+/// What a browser holds after a cookie login or refresh.
+#[derive(Debug, Clone)]
+pub struct BrowserSession {
+    pub access: String,
+    pub refresh: String,
+    pub csrf: String,
+}
+
+impl BrowserSession {
+    /// The `Cookie` header a browser sends to `/` routes.
+    pub fn access_cookie(&self) -> String {
+        format!("keyturn_access={}; keyturn_csrf={}", self.access, self.csrf)
+    }
+
+    /// The `Cookie` header a browser sends to `/oauth/token`.
+    pub fn refresh_cookie(&self) -> String {
+        format!(
+            "keyturn_access={}; keyturn_refresh={}; keyturn_csrf={}",
+            self.access, self.refresh, self.csrf
+        )
+    }
+
+    /// Reads the session from a login or refresh response's cookies.
+    pub fn from_response(response: &reqwest::Response) -> BrowserSession {
+        let cookies = set_cookies(response);
+        BrowserSession {
+            access: cookies["keyturn_access"].value.clone(),
+            refresh: cookies["keyturn_refresh"].value.clone(),
+            csrf: cookies["keyturn_csrf"].value.clone(),
+        }
+    }
+}
+
+impl TestApp {
+    /// `POST /login` with `"transport":"cookie"`.
+    pub async fn cookie_login_response(&self, name: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/login"))
+            .json(&json!({"username": name, "password": PASSWORD, "transport": "cookie"}))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// A user with `roles`, logged in by cookie.
+    pub async fn browser_session(&self, name: &str, roles: &[&str]) -> BrowserSession {
+        self.create_user(name, roles).await;
+        let response = self.cookie_login_response(name).await;
+        assert_eq!(response.status(), 200, "cookie login of {name}");
+        BrowserSession::from_response(&response)
+    }
+
+    /// A request as the browser sends it: the access cookie, and
+    /// `X-CSRF-Token` if given.
+    pub fn browser(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        session: &BrowserSession,
+        csrf: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .header("cookie", session.access_cookie());
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf);
+        }
+        request
+    }
+
+    /// `grant_type=refresh_token` by the refresh cookie.
+    pub async fn cookie_refresh(
+        &self,
+        session: &BrowserSession,
+        csrf: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(self.url("/oauth/token"))
+            .header("cookie", session.refresh_cookie())
+            .form(&[("grant_type", "refresh_token")]);
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf);
+        }
+        request.send().await.expect("request")
+    }
+}
