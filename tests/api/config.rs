@@ -17,6 +17,7 @@ fn text(bytes: &[u8]) -> String {
 fn bad_value(setting: &SettingDef) -> &'static str {
     match setting.name() {
         "master_key" => "not base64!",
+        "trusted_proxies" => "not-an-address",
         _ => "",
     }
 }
