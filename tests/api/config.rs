@@ -18,6 +18,8 @@ fn bad_value(setting: &SettingDef) -> &'static str {
     match setting.name() {
         "master_key" => "not base64!",
         "trusted_proxies" => "not-an-address",
+        "cookie_domain" => "exa mple.com",
+        "cors_origins" => "*",
         _ => "",
     }
 }
@@ -37,6 +39,7 @@ fn good_value(app: &TestApp, setting: &SettingDef) -> String {
             .expect("the app's master.key")
             .trim()
             .to_owned(),
+        "cookie_domain" => "example.com".to_owned(),
         other => panic!("{other} has no default: give this test a valid value for it"),
     }
 }
