@@ -37,6 +37,9 @@ pub const NO_STORE: &str = "no-store";
 /// `Pragma` of every OAuth endpoint response (RFC 6749 §5.1).
 pub const NO_CACHE: &str = "no-cache";
 const MAX_DESCRIPTION_CHARS: usize = 200;
+/// `Retry-After` of every 503: the store or a signing key is usually back
+/// within seconds (the pool gives up on the store after 2 s).
+const RETRY_AFTER_UNAVAILABLE: &str = "2";
 
 /// The error body of every failed request (RFC 6749 §5.2 shape).
 #[derive(Debug, Object)]
@@ -194,7 +197,8 @@ impl Classify for AccountError {
             }
             Self::UsernameTaken => Failure::of(Status::Conflict, "conflict", self),
             Self::NotFound => Failure::of(Status::NotFound, "not_found", self),
-            Self::Hash(_) | Self::Store(_) => Failure::internal(self),
+            Self::Store(e) => e.classify(),
+            Self::Hash(_) => Failure::internal(self),
         }
     }
 }
@@ -214,7 +218,8 @@ impl Classify for ClientError {
                 "invalid_client",
                 self,
             ),
-            Self::Random | Self::Store(_) => Failure::internal(self),
+            Self::Store(e) => e.classify(),
+            Self::Random => Failure::internal(self),
         }
     }
 }
@@ -243,7 +248,8 @@ impl Classify for TokenError {
                 self,
             ),
             Self::NoSigningKey => Failure::of(Status::Unavailable, "temporarily_unavailable", self),
-            Self::Key(_) | Self::Store(_) => Failure::internal(self),
+            Self::Store(e) => e.classify(),
+            Self::Key(_) => Failure::internal(self),
         }
     }
 }
@@ -257,7 +263,7 @@ impl Classify for GrantError {
             }
             Self::InvalidScope(_) => Failure::of(Status::BadRequest, "invalid_scope", self),
             Self::Token(err) => err.classify(),
-            Self::Store(_) => Failure::internal(self),
+            Self::Store(e) => e.classify(),
         }
     }
 }
@@ -288,9 +294,20 @@ impl Classify for KeyError {
 
 impl Classify for StoreError {
     /// Domain modules turn the store's `Conflict` and `NotFound` into their
-    /// own errors; any store error that gets here is the server's.
+    /// own errors; any other store error that gets here is the server's,
+    /// except an unreachable store: that passes, so the client may retry.
     fn classify(&self) -> Failure {
-        Failure::internal(self)
+        match self {
+            Self::Unavailable(_) => {
+                tracing::warn!(error = %self, "store unreachable");
+                Failure::new(
+                    Status::Unavailable,
+                    "temporarily_unavailable",
+                    "the store is unreachable; retry shortly",
+                )
+            }
+            _ => Failure::internal(self),
+        }
     }
 }
 
@@ -324,7 +341,7 @@ pub enum ApiError {
     TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] String),
     /// The server is not ready (store unreachable or no signing key).
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] String),
     /// An unexpected failure; details are only in the server log.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -382,7 +399,7 @@ impl From<Failure> for ApiError {
             Status::TooManyRequests { retry_after } => {
                 Self::TooManyRequests(body, retry_after.to_string())
             }
-            Status::Unavailable => Self::Unavailable(body),
+            Status::Unavailable => Self::Unavailable(body, RETRY_AFTER_UNAVAILABLE.into()),
             Status::Internal => Self::Internal(body),
         }
     }
@@ -420,6 +437,7 @@ pub enum OAuthError {
     #[oai(status = 503)]
     Unavailable(
         Json<ErrorBody>,
+        #[oai(header = "Retry-After")] String,
         #[oai(header = "Cache-Control")] String,
         #[oai(header = "Pragma")] String,
     ),
@@ -480,7 +498,12 @@ impl From<Failure> for OAuthError {
             | Status::TooManyRequests { .. } => {
                 Self::BadRequest(body, NO_STORE.into(), NO_CACHE.into())
             }
-            Status::Unavailable => Self::Unavailable(body, NO_STORE.into(), NO_CACHE.into()),
+            Status::Unavailable => Self::Unavailable(
+                body,
+                RETRY_AFTER_UNAVAILABLE.into(),
+                NO_STORE.into(),
+                NO_CACHE.into(),
+            ),
             Status::Internal => Self::Internal(body, NO_STORE.into(), NO_CACHE.into()),
         }
     }
@@ -558,7 +581,7 @@ mod tests {
             ApiError::NotFound(b) => (404, b, None),
             ApiError::Conflict(b) => (409, b, None),
             ApiError::TooManyRequests(b, _) => (429, b, None),
-            ApiError::Unavailable(b) => (503, b, None),
+            ApiError::Unavailable(b, _) => (503, b, None),
             ApiError::Internal(b) => (500, b, None),
         };
         (status, body.error, challenge)

@@ -19,5 +19,6 @@ mod openapi;
 mod postgres;
 mod revocation;
 mod rotation;
+mod sessions;
 mod tokens;
 mod verifier;
