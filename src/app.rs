@@ -162,6 +162,7 @@ impl Application {
                 audience: settings.audience.clone(),
                 access_ttl: settings.access_token_ttl,
                 refresh_ttl: settings.refresh_token_ttl,
+                refresh_absolute_ttl: settings.refresh_absolute_ttl,
                 leeway: settings.leeway,
             },
         )?;
@@ -322,13 +323,23 @@ impl Maintenance {
             interval.tick().await;
             if last_prune.elapsed() >= PRUNE_INTERVAL {
                 last_prune = tokio::time::Instant::now();
-                match self.tokens.prune_revocations().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(removed = n, "expired revocations pruned"),
-                    Err(err) => tracing::warn!(error = %err, "revocation pruning failed"),
-                }
+                self.prune().await;
             }
             self.run_once().await;
+        }
+    }
+
+    /// Drops expired revocations and dead refresh-token families.
+    pub async fn prune(&self) {
+        match self.tokens.prune_revocations().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "expired revocations pruned"),
+            Err(err) => tracing::warn!(error = %err, "revocation pruning failed"),
+        }
+        match self.tokens.prune_refresh_tokens().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "dead refresh tokens pruned"),
+            Err(err) => tracing::warn!(error = %err, "refresh token pruning failed"),
         }
     }
 

@@ -26,13 +26,18 @@ use sha2::{Digest as _, Sha256};
 use crate::accounts::{ClientView, FIRST_PARTY_CLIENT_ID, User, UserStatusView};
 use crate::clock::SharedClock;
 use crate::keys::{KeyError, KeyringHandle};
-use crate::store::{RefreshTokenRow, Store, StoreError};
+use crate::store::{RefreshTokenRow, RevocationTimes, Store, StoreError};
 use crate::verifier::{BuildError, Claims, Validator, VerifierBuilder, VerifyError};
 
 /// `client_id` of tokens issued by `POST /login`.
 pub const FIRST_PARTY_CLIENT: &str = FIRST_PARTY_CLIENT_ID;
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// A user's live refresh families (sessions, one per login) beyond this
+/// are revoked, oldest first, when they log in again: refreshing in a loop
+/// or logging in from a script cannot grow the store without bound. A
+/// constant until someone needs it configurable.
+pub const MAX_LIVE_REFRESH_FAMILIES_PER_USER: i64 = 10;
 /// Claims every keyturn access token must carry to be accepted by the
 /// server's own routes (a resource server may require the same with
 /// [`VerifierBuilder::required_claims`]).
@@ -121,8 +126,11 @@ pub struct TokenPolicy {
     pub audience: String,
     /// Access token lifetime.
     pub access_ttl: Duration,
-    /// Refresh token lifetime.
+    /// Refresh token lifetime (each token, from its issue).
     pub refresh_ttl: Duration,
+    /// A refresh family's lifetime from its login, however often it is
+    /// refreshed.
+    pub refresh_absolute_ttl: Duration,
     /// Accepted clock skew.
     pub leeway: Duration,
 }
@@ -220,24 +228,59 @@ impl Tokens {
         };
         let access_token = self.sign(&claims)?;
         let refresh_token = random_token()?;
-        self.store
-            .insert_refresh_token(&RefreshTokenRow {
-                token_hash: hash_refresh_token(&refresh_token),
-                family_id: uuid::Uuid::new_v4().to_string(),
-                user_id: Some(user.id.clone()),
-                client_id: client_id.to_owned(),
-                scope: scope.to_owned(),
-                access_jti: claims.jti.clone(),
-                issued_at: now,
-                expires_at: now + secs(self.policy.refresh_ttl),
-            })
+        let family = RefreshTokenRow {
+            token_hash: hash_refresh_token(&refresh_token),
+            family_id: uuid::Uuid::new_v4().to_string(),
+            user_id: Some(user.id.clone()),
+            client_id: client_id.to_owned(),
+            scope: scope.to_owned(),
+            access_jti: claims.jti.clone(),
+            issued_at: now,
+            expires_at: self.refresh_expiry(now, now),
+            access_expires_at: claims.exp,
+        };
+        let revoked = self
+            .store
+            .start_refresh_family(
+                &family,
+                MAX_LIVE_REFRESH_FAMILIES_PER_USER,
+                self.family_started_after(now),
+                self.revocation_times(),
+            )
             .await?;
+        if !revoked.is_empty() {
+            self.revocations.add(&revoked);
+            tracing::info!(audit = "refresh_family_revoked", actor = %user.id, subject = %user.id, outcome = "success", detail = "oldest sessions over the per-user cap revoked at login", access_tokens = revoked.len(), "sessions over the cap revoked");
+        }
         Ok(IssuedTokens {
             access_token,
             expires_in: self.policy.access_ttl.as_secs(),
             refresh_token: Some(refresh_token),
             scope: claims.scope,
         })
+    }
+
+    /// Expiry of a refresh token issued at `now` in a family that began at
+    /// `family_started_at`: its own lifetime, cut at the family's end.
+    fn refresh_expiry(&self, now: i64, family_started_at: i64) -> i64 {
+        let own = now.saturating_add(secs(self.policy.refresh_ttl));
+        let family_end = family_started_at.saturating_add(secs(self.policy.refresh_absolute_ttl));
+        own.min(family_end)
+    }
+
+    /// Families that began at or before this have reached their absolute
+    /// lifetime.
+    fn family_started_after(&self, now: i64) -> i64 {
+        now.saturating_sub(secs(self.policy.refresh_absolute_ttl))
+    }
+
+    /// The times a family revocation at this moment uses.
+    fn revocation_times(&self) -> RevocationTimes {
+        RevocationTimes {
+            now: self.clock.now(),
+            live_after: self.revocation_cutoff(),
+            legacy_access_ttl: secs(self.policy.access_ttl),
+        }
     }
 
     /// Claims of a new access token issued at `now` to `sub` through

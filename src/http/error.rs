@@ -37,6 +37,9 @@ pub const NO_STORE: &str = "no-store";
 /// `Pragma` of every OAuth endpoint response (RFC 6749 §5.1).
 pub const NO_CACHE: &str = "no-cache";
 const MAX_DESCRIPTION_CHARS: usize = 200;
+/// `Retry-After` of every 503: the store or a signing key is usually back
+/// within seconds (the pool gives up on the store after 2 s).
+const RETRY_AFTER_UNAVAILABLE: &str = "2";
 
 /// The error body of every failed request (RFC 6749 §5.2 shape).
 #[derive(Debug, Object)]
@@ -204,7 +207,8 @@ impl Classify for AccountError {
                 "temporarily_unavailable",
                 self,
             ),
-            Self::Hash(_) | Self::Store(_) => Failure::internal(self),
+            Self::Store(e) => e.classify(),
+            Self::Hash(_) => Failure::internal(self),
         }
     }
 }
@@ -224,7 +228,8 @@ impl Classify for ClientError {
                 "invalid_client",
                 self,
             ),
-            Self::Random | Self::Store(_) => Failure::internal(self),
+            Self::Store(e) => e.classify(),
+            Self::Random => Failure::internal(self),
         }
     }
 }
@@ -262,7 +267,8 @@ impl Classify for TokenError {
                 self,
             ),
             Self::NoSigningKey => Failure::of(Status::Unavailable, "temporarily_unavailable", self),
-            Self::Key(_) | Self::Store(_) => Failure::internal(self),
+            Self::Store(e) => e.classify(),
+            Self::Key(_) => Failure::internal(self),
         }
     }
 }
@@ -276,7 +282,7 @@ impl Classify for GrantError {
             }
             Self::InvalidScope(_) => Failure::of(Status::BadRequest, "invalid_scope", self),
             Self::Token(err) => err.classify(),
-            Self::Store(_) => Failure::internal(self),
+            Self::Store(e) => e.classify(),
         }
     }
 }
@@ -307,9 +313,20 @@ impl Classify for KeyError {
 
 impl Classify for StoreError {
     /// Domain modules turn the store's `Conflict` and `NotFound` into their
-    /// own errors; any store error that gets here is the server's.
+    /// own errors; any other store error that gets here is the server's,
+    /// except an unreachable store: that passes, so the client may retry.
     fn classify(&self) -> Failure {
-        Failure::internal(self)
+        match self {
+            Self::Unavailable(_) => {
+                tracing::warn!(error = %self, "store unreachable");
+                Failure::new(
+                    Status::Unavailable,
+                    "temporarily_unavailable",
+                    "the store is unreachable; retry shortly",
+                )
+            }
+            _ => Failure::internal(self),
+        }
     }
 }
 
@@ -405,7 +422,7 @@ impl From<Failure> for ApiError {
             Status::TooManyRequests { retry_after } => {
                 Self::TooManyRequests(body, retry_after.to_string())
             }
-            Status::Unavailable => Self::Unavailable(body, None),
+            Status::Unavailable => Self::Unavailable(body, Some(RETRY_AFTER_UNAVAILABLE.into())),
             Status::Overloaded { retry_after } => {
                 Self::Unavailable(body, Some(retry_after.to_string()))
             }
@@ -454,6 +471,7 @@ pub enum OAuthError {
     #[oai(status = 503)]
     Unavailable(
         Json<ErrorBody>,
+        #[oai(header = "Retry-After")] String,
         #[oai(header = "Cache-Control")] String,
         #[oai(header = "Pragma")] String,
     ),
@@ -516,9 +534,18 @@ impl From<Failure> for OAuthError {
                 NO_STORE.into(),
                 NO_CACHE.into(),
             ),
-            Status::Unavailable | Status::Overloaded { .. } => {
-                Self::Unavailable(body, NO_STORE.into(), NO_CACHE.into())
-            }
+            Status::Unavailable => Self::Unavailable(
+                body,
+                RETRY_AFTER_UNAVAILABLE.into(),
+                NO_STORE.into(),
+                NO_CACHE.into(),
+            ),
+            Status::Overloaded { retry_after } => Self::Unavailable(
+                body,
+                retry_after.to_string(),
+                NO_STORE.into(),
+                NO_CACHE.into(),
+            ),
             Status::Internal => Self::Internal(body, NO_STORE.into(), NO_CACHE.into()),
         }
     }

@@ -14,11 +14,12 @@ mod users;
 
 pub use clients::{ClientRow, ClientStatusRow};
 pub use keys::{KeyChange, KeyRow, KeyRowError};
-pub use tokens::{RefreshTokenRow, RefreshTokenState, RevokedJti};
+pub use tokens::{RefreshTokenRow, RefreshTokenState, RevocationTimes, RevokedJti};
 pub use users::{UserAuthRow, UserChange, UserRow};
 
 use std::path::Path;
 use std::str::FromStr;
+use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
@@ -58,9 +59,14 @@ pub enum StoreError {
         #[source]
         problem: KeyRowError,
     },
-    /// The database failed or is unreachable.
+    /// The database failed.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
+    /// The database cannot be reached right now (connection refused or
+    /// lost, pool exhausted past its timeout, statement timed out): worth
+    /// retrying shortly.
+    #[error("database unreachable: {0}")]
+    Unavailable(#[source] sqlx::Error),
     /// Applying migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -70,10 +76,47 @@ impl StoreError {
     fn from_write(err: sqlx::Error) -> Self {
         match &err {
             sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict,
-            _ => Self::Database(err),
+            _ => err.into(),
         }
     }
 }
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        if is_unreachable(&err) {
+            Self::Unavailable(err)
+        } else {
+            Self::Database(err)
+        }
+    }
+}
+
+/// Whether an error means "the database is not there right now" rather
+/// than "this query is wrong".
+fn is_unreachable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // PostgreSQL: 57014 query_canceled (statement_timeout), 57P01-03
+        // shutting down / cannot connect now, class 08 connection exceptions.
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code == "57014" || code.starts_with("57P") || code.starts_with("08")
+        }),
+        _ => false,
+    }
+}
+
+/// How long a request waits for a database connection before it is told
+/// the store is unavailable (503), instead of hanging.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+/// PostgreSQL cancels any statement running longer than this (it would
+/// otherwise hold a pool connection and a request indefinitely).
+const STATEMENT_TIMEOUT_MS: u32 = 5_000;
+/// A readiness check gives up after this.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Which SQL engine a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,14 +168,14 @@ impl Store {
         let backend: Backend = url.parse()?;
         let url = match backend {
             Backend::Sqlite => sqlite_url_with_create(url)?,
-            Backend::Postgres => url.to_owned(),
+            Backend::Postgres => postgres_url_with_timeout(url),
         };
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
                 Backend::Sqlite => 4,
                 Backend::Postgres => 10,
             })
-            .acquire_timeout(std::time::Duration::from_secs(5))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(&url)
             .await?;
         let store = Self { pool, backend };
@@ -160,10 +203,14 @@ impl Store {
         Ok(())
     }
 
-    /// Cheap round trip, for readiness checks.
+    /// Cheap round trip, for readiness checks; gives up after
+    /// [`PING_TIMEOUT`] rather than waiting for the pool.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        match tokio::time::timeout(PING_TIMEOUT, sqlx::query("SELECT 1").execute(&self.pool)).await
+        {
+            Ok(done) => done.map(drop).map_err(StoreError::from),
+            Err(_) => Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
+        }
     }
 
     /// Current change counters; polled by running servers.
@@ -203,23 +250,57 @@ async fn bump_version(
     Ok(())
 }
 
+/// Adds a server-side `statement_timeout` to a PostgreSQL URL unless it
+/// sets `options` itself.
+fn postgres_url_with_timeout(url: &str) -> String {
+    if url.contains("options") {
+        return url.to_owned();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options[statement_timeout]={STATEMENT_TIMEOUT_MS}")
+}
+
+fn io_failure(path: &Path, err: &std::io::Error) -> StoreError {
+    StoreError::Database(sqlx::Error::Configuration(
+        format!("cannot create {}: {err}", path.display()).into(),
+    ))
+}
+
+/// Creates the database's directory (0700) and file (0600) if missing, so
+/// password hashes and refresh-token hashes are never readable by other
+/// local users whatever the umask. SQLite gives its -wal and -shm files the
+/// database file's mode.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.exists()
+    {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        builder.mode(0o700);
+        builder.create(parent).map_err(|e| io_failure(parent, &e))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    options.open(path).map_err(|e| io_failure(path, &e))?;
+    Ok(())
+}
+
 /// `sqlite://path` → the same with `mode=rwc`, after creating the parent
-/// directory, so a fresh checkout starts without manual steps.
+/// directory and the file privately, so a fresh checkout starts without
+/// manual steps.
 fn sqlite_url_with_create(url: &str) -> Result<String, StoreError> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
         .ok_or(StoreError::UnsupportedUrl)?;
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let parent = Path::new(path)
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty());
-    if let Some(parent) = parent.filter(|_| path != ":memory:") {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            StoreError::Database(sqlx::Error::Configuration(
-                format!("cannot create {}: {e}", parent.display()).into(),
-            ))
-        })?;
+    if path != ":memory:" && !query.contains("mode=ro") {
+        create_private(Path::new(path))?;
     }
     let query = if query.contains("mode=") {
         query.to_owned()

@@ -116,7 +116,7 @@ impl Tokens {
 
     /// Tokens whose `exp` is at or before this are refused as expired, so
     /// their revocation entries can go.
-    fn revocation_cutoff(&self) -> i64 {
+    pub(super) fn revocation_cutoff(&self) -> i64 {
         self.clock.now() - secs(self.policy.leeway) - 1
     }
 
@@ -124,6 +124,16 @@ impl Tokens {
     pub async fn reload_revocations(&self) -> Result<(), StoreError> {
         self.revocations
             .reload(&self.store, self.revocation_cutoff())
+            .await
+    }
+
+    /// Deletes the refresh tokens of dead families (revoked, expired, past
+    /// their absolute lifetime, or with nothing live left). Returns how many
+    /// token rows went.
+    pub async fn prune_refresh_tokens(&self) -> Result<u64, StoreError> {
+        let now = self.clock.now();
+        self.store
+            .prune_refresh_families(now, self.family_started_after(now))
             .await
     }
 
@@ -199,6 +209,7 @@ impl Tokens {
             row,
             used_at,
             revoked_at,
+            family_started_at,
         }) = self.store.find_refresh_token(&presented).await?
         else {
             return Err(GrantError::InvalidGrant(UNKNOWN));
@@ -217,6 +228,11 @@ impl Tokens {
         let now = self.clock.now();
         if row.expires_at <= now {
             return Err(GrantError::InvalidGrant("the refresh token has expired"));
+        }
+        if family_started_at <= self.family_started_after(now) {
+            return Err(GrantError::InvalidGrant(
+                "the session has reached its maximum lifetime; log in again",
+            ));
         }
         let user = self.live_user(&row).await?.ok_or(GrantError::InvalidGrant(
             "the refresh token's user no longer exists, is disabled or has had their tokens revoked",
@@ -242,7 +258,8 @@ impl Tokens {
             scope: row.scope.clone(),
             access_jti: claims.jti.clone(),
             issued_at: now,
-            expires_at: now + secs(self.policy.refresh_ttl),
+            expires_at: self.refresh_expiry(now, family_started_at),
+            access_expires_at: claims.exp,
         };
         if !self
             .store
@@ -283,12 +300,7 @@ impl Tokens {
     async fn revoke_family(&self, family_id: &str) -> Result<(), GrantError> {
         let revoked = self
             .store
-            .revoke_refresh_family(
-                family_id,
-                self.clock.now(),
-                secs(self.policy.access_ttl),
-                self.revocation_cutoff(),
-            )
+            .revoke_refresh_family(family_id, self.revocation_times())
             .await?;
         self.revocations.add(&revoked);
         Ok(())

@@ -594,6 +594,86 @@ impl BrowserSession {
             refresh: cookies["keyturn_refresh"].value.clone(),
             csrf: cookies["keyturn_csrf"].value.clone(),
         }
+// --- sessions (refresh hygiene, races, store down) ---
+
+/// Two instances A and B on one fresh PostgreSQL database (same keys
+/// directory, same clock), with extra settings.
+pub async fn spawn_pg_pair(extra: &[(&str, &str)]) -> (TestApp, TestApp) {
+    let a = spawn_pg_app(extra).await;
+    let b = a.restart_with(&[]).await;
+    (a, b)
+}
+
+/// A TCP proxy in front of the machine's PostgreSQL that the test can
+/// switch off (every forwarded connection is cut, new ones are refused)
+/// and on again: "the database is down" at the network level, without
+/// touching the real server.
+pub struct PgProxy {
+    pub port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl PgProxy {
+    pub async fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("proxy port");
+        let port = listener.local_addr().expect("addr").port();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let accept = {
+            let up = Arc::clone(&up);
+            let cut = cut.clone();
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !up.load(Ordering::SeqCst) {
+                        continue; // dropped: the client sees the connection close
+                    }
+                    let mut cut_seen = cut.subscribe();
+                    tokio::spawn(async move {
+                        let Ok(mut outbound) =
+                            tokio::net::TcpStream::connect("127.0.0.1:5432").await
+                        else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = cut_seen.changed() => {}
+                        }
+                    });
+                }
+            })
+        };
+        Self {
+            port,
+            up,
+            cut,
+            accept,
+        }
+    }
+
+    /// The URL of `database` through this proxy.
+    pub fn url_for(&self, direct_url: &str) -> String {
+        direct_url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", self.port))
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    pub fn switch_off(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    pub fn switch_on(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for PgProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
     }
 }
 
@@ -650,5 +730,15 @@ impl TestApp {
             request = request.header("x-csrf-token", csrf);
         }
         request.send().await.expect("request")
+    /// `SELECT COUNT(*) …` on the app's SQLite file.
+    pub async fn sqlite_count(&self, query: &'static str) -> i64 {
+        let url = format!("sqlite://{}/data/keyturn.db", self.dir.path().display());
+        let pool = sqlx::SqlitePool::connect(&url).await.expect("sqlite");
+        let count: i64 = sqlx::query_scalar(query)
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        pool.close().await;
+        count
     }
 }

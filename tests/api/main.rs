@@ -23,5 +23,6 @@ mod revocation;
 mod rotation;
 mod strict_http;
 mod throttle;
+mod sessions;
 mod tokens;
 mod verifier;
