@@ -192,7 +192,9 @@ impl Classify for AccountError {
             Self::InvalidUsername | Self::InvalidPassword | Self::InvalidRole => {
                 Failure::of(Status::BadRequest, "invalid_request", self)
             }
-            Self::UsernameTaken => Failure::of(Status::Conflict, "conflict", self),
+            Self::UsernameTaken | Self::LastAdmin => {
+                Failure::of(Status::Conflict, "conflict", self)
+            }
             Self::NotFound => Failure::of(Status::NotFound, "not_found", self),
             Self::Hash(_) | Self::Store(_) => Failure::internal(self),
         }
@@ -615,6 +617,11 @@ mod tests {
             ),
             (
                 || AccountError::UsernameTaken.classify(),
+                (409, "conflict", None),
+                (400, "conflict", None),
+            ),
+            (
+                || AccountError::LastAdmin.classify(),
                 (409, "conflict", None),
                 (400, "conflict", None),
             ),

@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod clients;
 mod config;
+mod containment;
 mod crosscheck;
 mod discovery;
 mod health;
