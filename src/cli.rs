@@ -155,6 +155,12 @@ enum ClientsCommand {
     },
     /// List clients (never their secrets).
     List,
+    /// Give a client a new secret (printed once); the old one and every
+    /// token issued with it are refused from then on.
+    RotateSecret {
+        /// Client id.
+        id: String,
+    },
     /// Delete a client; its tokens are refused from then on.
     #[command(alias = "delete")]
     Remove {
@@ -458,6 +464,12 @@ async fn clients(services: &Services, cmd: ClientsCommand) -> anyhow::Result<()>
                     client.scopes.join(" ")
                 );
             }
+        }
+        ClientsCommand::RotateSecret { id } => {
+            let (client, secret) = clients.rotate_secret(&id, "cli").await?;
+            println!("rotated secret of client {}", client.id);
+            println!("client_secret: {}", secret.expose_secret());
+            eprintln!("(the secret is shown only once; store it now)");
         }
         ClientsCommand::Remove { id } => {
             clients.delete(&id).await?;

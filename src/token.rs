@@ -355,9 +355,8 @@ impl Tokens {
         if claims.username.is_some() && !self.users.accepts(&claims.sub, claims.iat) {
             return Err(TokenError::Revoked);
         }
-        let leeway = secs(self.policy.leeway);
         if claims.client_id != FIRST_PARTY_CLIENT
-            && !self.clients.accepts(&claims.client_id, claims.iat, leeway)
+            && !self.clients.accepts(&claims.client_id, claims.iat)
         {
             return Err(TokenError::Revoked);
         }

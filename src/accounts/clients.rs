@@ -128,6 +128,9 @@ pub struct Client {
     pub audience: Option<String>,
     /// Registration time (Unix seconds).
     pub created_at: i64,
+    /// Tokens of this client id issued at or before this time (Unix
+    /// seconds) are refused: the last secret rotation or deletion.
+    pub tokens_valid_after: i64,
 }
 
 impl Client {
@@ -157,6 +160,7 @@ impl TryFrom<ClientRow> for Client {
             grant_types,
             audience: row.audience,
             created_at: row.created_at,
+            tokens_valid_after: row.tokens_valid_after,
         })
     }
 }
@@ -196,15 +200,16 @@ struct ClientStatus {
 
 impl ClientView {
     /// Whether a token of `client_id` issued at `iat` is still acceptable:
-    /// the client exists and was registered no later than `leeway` seconds
-    /// after the token was issued (so a deleted and re-registered id does
-    /// not revive old tokens, while instances whose clocks differ by up to
-    /// the leeway agree).
-    pub fn accepts(&self, client_id: &str, iat: i64, leeway: i64) -> bool {
+    /// the client exists and the token postdates the id's cutoff (its last
+    /// secret rotation or deletion). Strictly later and without leeway: a
+    /// token minted in the very second of a rotation may have been minted
+    /// with the old secret, so it is refused (new tokens wait for the next
+    /// second, see `Tokens::client_credentials`).
+    pub fn accepts(&self, client_id: &str, iat: i64) -> bool {
         self.snapshot()
             .clients
             .get(client_id)
-            .is_some_and(|c| iat.saturating_add(leeway) >= c.created_at)
+            .is_some_and(|c| iat > c.tokens_valid_after)
     }
 
     /// Every scope some client may request, sorted.
@@ -287,15 +292,45 @@ impl Clients {
         let secret = generate_secret()?;
         let row = ClientRow {
             client_id: new.id,
-            secret_hash: B64.encode(Sha256::digest(secret.expose_secret().as_bytes())),
+            secret_hash: secret_hash(&secret),
             scopes,
             grant_types: grant_types.iter().map(|g| g.as_str().to_owned()).collect(),
             audience,
             created_at: self.clock.now(),
+            // Not written: a cutoff left by an earlier client of this id stays.
+            tokens_valid_after: 0,
         };
         self.store.insert_client(&row).await?;
         self.refresh_view().await;
         tracing::info!(audit = "client_created", client_id = %row.client_id, "client registered");
+        let client = self.get(&row.client_id).await?;
+        Ok((client, secret))
+    }
+
+    /// Gives a client a new secret, returned this once. The old secret stops
+    /// authenticating at once, and every token issued to the client until
+    /// now is refused (on this instance at once, on others at their next
+    /// view refresh).
+    pub async fn rotate_secret(
+        &self,
+        client_id: &str,
+        actor: &str,
+    ) -> Result<(Client, SecretString), ClientError> {
+        validate_client_id(client_id).map_err(|_| ClientError::NotFound)?;
+        let secret = generate_secret()?;
+        let row = self
+            .store
+            .rotate_client_secret(client_id, &secret_hash(&secret), self.clock.now())
+            .await?;
+        self.refresh_view().await;
+        tracing::info!(
+            audit = "client_secret_rotated",
+            actor = %actor,
+            subject = %client_id,
+            outcome = "success",
+            detail = "new secret issued; earlier tokens refused",
+            "client secret rotated"
+        );
         Ok((row.try_into()?, secret))
     }
 
@@ -362,6 +397,11 @@ impl Clients {
             tracing::warn!(error = %err, "could not refresh the client view");
         }
     }
+}
+
+/// What the store keeps of a secret: base64url SHA-256.
+fn secret_hash(secret: &SecretString) -> String {
+    B64.encode(Sha256::digest(secret.expose_secret().as_bytes()))
 }
 
 /// 256 random bits, base64url.

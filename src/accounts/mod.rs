@@ -35,6 +35,8 @@ pub const MIN_PASSWORD_CHARS: usize = 8;
 const MAX_USERNAME_CHARS: usize = 64;
 const MAX_ROLE_CHARS: usize = 64;
 const MAX_ROLES: usize = 32;
+/// The role of `/admin/*`; at least one enabled user keeps it.
+pub const ADMIN_ROLE: &str = "admin";
 
 /// Errors of account operations. Display texts are safe to show clients.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,11 @@ pub enum AccountError {
     /// No such user.
     #[error("no such user")]
     NotFound,
+    /// The change would leave no enabled admin.
+    #[error(
+        "this is the last enabled admin: it cannot be deleted, disabled or lose the admin role; make another user an admin first"
+    )]
+    LastAdmin,
     /// Hashing failed.
     #[error(transparent)]
     Hash(#[from] HashError),
@@ -291,8 +298,13 @@ impl Accounts {
             .ok_or(AccountError::NotFound)
     }
 
-    /// Applies a change. A new password or disabling revokes the user's
-    /// refresh tokens and every access token issued until now.
+    /// Applies a change. A new password, disabling, or removing a role
+    /// revokes the user's refresh tokens and every access token issued
+    /// until now (so a token can never carry a role its user lost; adding
+    /// roles revokes nothing). Refused with [`AccountError::LastAdmin`] if
+    /// it would leave no enabled admin; the check and the change happen
+    /// under one lock, so two admins demoting each other at once cannot
+    /// both succeed.
     pub async fn update(&self, username: &str, update: UserUpdate) -> Result<User, AccountError> {
         let roles = update.roles.map(normalize_roles).transpose()?;
         let password_hash = match &update.password {
@@ -303,33 +315,83 @@ impl Accounts {
             None => None,
         };
         let now = self.clock.now();
-        let revokes = password_hash.is_some() || update.disabled == Some(true);
-        let change = UserChange {
-            roles,
-            password_hash,
-            disabled: update.disabled,
-            revoke_tokens_at: revokes.then_some(now),
-        };
-        let user = self.store.update_user(username, &change, now).await?;
+        let password_changed = password_hash.is_some();
+        let mut roles_removed = false;
+        let result = self
+            .store
+            .update_user(username, ADMIN_ROLE, now, |current, other_admins| {
+                let new_roles = roles.as_deref().unwrap_or(&current.roles);
+                let new_disabled = update.disabled.unwrap_or(current.disabled);
+                if is_enabled_admin(&current.roles, current.disabled)
+                    && !is_enabled_admin(new_roles, new_disabled)
+                    && other_admins == 0
+                {
+                    return Err(AccountError::LastAdmin);
+                }
+                roles_removed = current.roles.iter().any(|r| !new_roles.contains(r));
+                let revokes = password_changed || update.disabled == Some(true) || roles_removed;
+                Ok(UserChange {
+                    roles,
+                    password_hash,
+                    disabled: update.disabled,
+                    revoke_tokens_at: revokes.then_some(now),
+                })
+            })
+            .await;
+        let user = self.refused_if_last_admin(username, result)?;
         self.refresh_view().await;
         tracing::info!(
             audit = "user_changed",
             user_id = %user.id,
-            roles_changed = change.roles.is_some(),
-            password_changed = change.password_hash.is_some(),
-            disabled = ?change.disabled,
-            tokens_revoked = revokes,
+            roles_removed,
+            password_changed,
+            disabled = ?update.disabled,
+            tokens_revoked = password_changed || update.disabled == Some(true) || roles_removed,
             "user changed"
         );
         Ok(user.into())
     }
 
-    /// Deletes a user and revokes all their tokens.
+    /// Deletes a user and revokes all their tokens; refused with
+    /// [`AccountError::LastAdmin`] for the last enabled admin.
     pub async fn delete(&self, username: &str) -> Result<(), AccountError> {
-        self.store.delete_user(username, self.clock.now()).await?;
+        let result = self
+            .store
+            .delete_user(
+                username,
+                ADMIN_ROLE,
+                self.clock.now(),
+                |user, other_admins| {
+                    if is_enabled_admin(&user.roles, user.disabled) && other_admins == 0 {
+                        Err(AccountError::LastAdmin)
+                    } else {
+                        Ok(())
+                    }
+                },
+            )
+            .await;
+        self.refused_if_last_admin(username, result)?;
         self.refresh_view().await;
         tracing::info!(audit = "user_deleted", username = %username, "user deleted");
         Ok(())
+    }
+
+    /// Logs a change refused because it would leave no enabled admin.
+    fn refused_if_last_admin<T>(
+        &self,
+        username: &str,
+        result: Result<T, AccountError>,
+    ) -> Result<T, AccountError> {
+        if let Err(AccountError::LastAdmin) = &result {
+            tracing::info!(
+                audit = "last_admin_protected",
+                subject = %username,
+                outcome = "refused",
+                detail = "would leave no enabled admin",
+                "change refused: last enabled admin"
+            );
+        }
+        result
     }
 
     async fn refresh_view(&self) {
@@ -338,6 +400,10 @@ impl Accounts {
             tracing::warn!(error = %err, "could not refresh the user view");
         }
     }
+}
+
+fn is_enabled_admin(roles: &[String], disabled: bool) -> bool {
+    !disabled && roles.iter().any(|r| r == ADMIN_ROLE)
 }
 
 fn validate_username(username: &str) -> Result<(), AccountError> {

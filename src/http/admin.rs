@@ -171,12 +171,14 @@ pub struct CreateUser {
     pub roles: Vec<String>,
 }
 
-/// Changes to a user; omitted fields stay as they are. A new password or
-/// `disabled: true` revokes the user's refresh tokens and every access
-/// token issued before the change.
+/// Changes to a user; omitted fields stay as they are. A new password,
+/// `disabled: true` or removing a role revokes the user's refresh tokens
+/// and every access token issued before the change. 409 if the change
+/// would leave no enabled admin.
 #[derive(Object)]
 pub struct UpdateUser {
-    /// New roles (replace the old ones); effective in new tokens.
+    /// New roles (replace the old ones); effective in new tokens. Removing
+    /// a role revokes the user's tokens; adding one revokes nothing.
     pub roles: Option<Vec<String>>,
     /// New password.
     #[oai(write_only)]
@@ -263,6 +265,29 @@ pub enum ClientCreated {
     #[oai(status = 201)]
     Client(
         Json<CreatedClient>,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+    ),
+}
+
+/// A client's new secret, shown this once.
+#[derive(Debug, Object)]
+pub struct RotatedSecret {
+    /// The client id.
+    pub client_id: String,
+    /// The new secret (256 random bits, base64url). Only its SHA-256 is
+    /// kept: store it now, it cannot be shown again.
+    pub client_secret: String,
+}
+
+#[derive(ApiResponse)]
+pub enum SecretRotated {
+    /// Rotated: the old secret no longer authenticates and every token
+    /// issued to the client until now is refused. Not cacheable: it holds
+    /// the secret.
+    #[oai(status = 200)]
+    Secret(
+        Json<RotatedSecret>,
         #[oai(header = "Cache-Control")] String,
         #[oai(header = "Pragma")] String,
     ),
@@ -382,7 +407,8 @@ impl AdminApi {
         Ok(Created::User(Json(user.into())))
     }
 
-    /// Change a user's roles, password or disabled flag.
+    /// Change a user's roles, password or disabled flag. 409 if no enabled
+    /// admin would be left.
     #[oai(path = "/admin/users/:username", method = "patch")]
     async fn update_user(
         &self,
@@ -411,7 +437,8 @@ impl AdminApi {
         Ok(Json(user.into()))
     }
 
-    /// Delete a user and revoke all their tokens.
+    /// Delete a user and revoke all their tokens. 409 for the last
+    /// enabled admin.
     #[oai(path = "/admin/users/:username", method = "delete")]
     async fn delete_user(
         &self,
@@ -467,6 +494,31 @@ impl AdminApi {
                 grant_types: view.grant_types,
                 audience: view.audience,
                 created_at: view.created_at,
+            }),
+            NO_STORE.into(),
+            NO_CACHE.into(),
+        ))
+    }
+
+    /// Give an OAuth client a new secret, shown only this once. The old
+    /// secret stops authenticating and every token issued to the client
+    /// until now is refused.
+    #[oai(path = "/admin/clients/:client_id/secret", method = "post")]
+    async fn rotate_client_secret(
+        &self,
+        auth: BearerAuth,
+        client_id: Path<String>,
+    ) -> Result<SecretRotated, ApiError> {
+        let admin = auth.admin(&self.state.tokens)?;
+        let (client, secret) = self
+            .state
+            .clients
+            .rotate_secret(&client_id.0, &admin.sub)
+            .await?;
+        Ok(SecretRotated::Secret(
+            Json(RotatedSecret {
+                client_id: client.id,
+                client_secret: secret.expose_secret().to_owned(),
             }),
             NO_STORE.into(),
             NO_CACHE.into(),

@@ -200,7 +200,9 @@ impl Classify for AccountError {
             Self::InvalidUsername | Self::InvalidPassword | Self::InvalidRole => {
                 Failure::of(Status::BadRequest, "invalid_request", self)
             }
-            Self::UsernameTaken => Failure::of(Status::Conflict, "conflict", self),
+            Self::UsernameTaken | Self::LastAdmin => {
+                Failure::of(Status::Conflict, "conflict", self)
+            }
             Self::NotFound => Failure::of(Status::NotFound, "not_found", self),
             Self::Hash(HashError::Busy) => Failure::of(
                 Status::Overloaded { retry_after: 1 },
@@ -686,6 +688,11 @@ mod tests {
             ),
             (
                 || AccountError::UsernameTaken.classify(),
+                (409, "conflict", None),
+                (400, "conflict", None),
+            ),
+            (
+                || AccountError::LastAdmin.classify(),
                 (409, "conflict", None),
                 (400, "conflict", None),
             ),

@@ -354,6 +354,9 @@ pub enum ImportError {
     /// An RSA key too small or too large.
     #[error("RSA keys must have 2048 to 8192 bits, this one has {0}")]
     RsaBits(usize),
+    /// An RSA key whose public exponent is not 65537.
+    #[error("RSA keys must have the public exponent 65537, this one has {0}")]
+    RsaExponent(String),
     /// An RSA key whose parts do not fit together.
     #[error("the RSA key is inconsistent")]
     RsaInconsistent,
@@ -373,8 +376,12 @@ pub enum ImportError {
     Duplicate,
 }
 
+/// The only RSA public exponent accepted for imported keys (F4).
+const RSA_EXPONENT: u32 = 65_537;
+
 /// Reads an operator-supplied private key: RSA (PKCS#8 or PKCS#1) or
-/// Ed25519 (PKCS#8), PEM-encoded. RSA keys must have 2048 to 8192 bits.
+/// Ed25519 (PKCS#8), PEM-encoded. RSA keys must have 2048 to 8192 bits and
+/// the public exponent 65537.
 pub fn import_pem(pem: &str) -> Result<GeneratedKey, KeyError> {
     use rsa::pkcs1::DecodeRsaPrivateKey as _;
     use rsa::pkcs8::DecodePrivateKey as _;
@@ -386,6 +393,13 @@ pub fn import_pem(pem: &str) -> Result<GeneratedKey, KeyError> {
         let bits = private.n().bits();
         if !(2048..=8192).contains(&bits) {
             return Err(KeyError::Import(ImportError::RsaBits(bits)));
+        }
+        // Small exponents (e = 3) invite signature-forgery attacks on lax
+        // verifiers; every mainstream tool generates 65537.
+        if *private.e() != rsa::BigUint::from(RSA_EXPONENT) {
+            return Err(KeyError::Import(ImportError::RsaExponent(
+                private.e().to_string(),
+            )));
         }
         private
             .validate()

@@ -21,6 +21,9 @@ pub struct ClientRow {
     pub audience: Option<String>,
     /// Registration time.
     pub created_at: i64,
+    /// Tokens of this client id issued at or before this time are refused
+    /// (secret rotation, or an earlier client of the same id); 0 if none.
+    pub tokens_valid_after: i64,
 }
 
 impl std::fmt::Debug for ClientRow {
@@ -39,9 +42,9 @@ impl std::fmt::Debug for ClientRow {
 pub struct ClientStatusRow {
     /// The client id.
     pub client_id: String,
-    /// Tokens issued before this time belong to an earlier client of the
-    /// same id and are refused.
-    pub created_at: i64,
+    /// Tokens issued at or before this time are refused: they predate a
+    /// secret rotation or belong to an earlier client of the same id.
+    pub tokens_valid_after: i64,
     /// Scopes the client may request.
     pub scopes: Vec<String>,
 }
@@ -49,6 +52,16 @@ pub struct ClientStatusRow {
 macro_rules! client_columns {
     () => {
         "client_id, secret_hash, scopes, grant_types, audience, created_at"
+    };
+}
+
+/// `clients` joined with its cutoff, as `c`; the cutoff column is
+/// `tokens_valid_after` (0 when the id never had one).
+macro_rules! clients_with_cutoff {
+    () => {
+        "SELECT c.client_id, c.secret_hash, c.scopes, c.grant_types, c.audience, c.created_at, \
+         COALESCE(k.tokens_valid_after, 0) AS tokens_valid_after \
+         FROM clients c LEFT JOIN client_cutoffs k ON k.client_id = c.client_id"
     };
 }
 
@@ -70,6 +83,7 @@ fn client_from_row(row: &AnyRow) -> Result<ClientRow, StoreError> {
         grant_types: parse_list(row, "grant_types")?,
         audience: row.try_get("audience")?,
         created_at: row.try_get("created_at")?,
+        tokens_valid_after: row.try_get("tokens_valid_after")?,
     })
 }
 
@@ -98,47 +112,41 @@ impl Store {
 
     /// The client with this id, if any.
     pub async fn find_client(&self, client_id: &str) -> Result<Option<ClientRow>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            client_columns!(),
-            " FROM clients WHERE client_id = $1"
-        ))
-        .bind(client_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(concat!(clients_with_cutoff!(), " WHERE c.client_id = $1"))
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(client_from_row).transpose()
     }
 
     /// Every client, by id.
     pub async fn list_clients(&self) -> Result<Vec<ClientRow>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            client_columns!(),
-            " FROM clients ORDER BY client_id"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(concat!(clients_with_cutoff!(), " ORDER BY c.client_id"))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(client_from_row).collect()
     }
 
     /// The in-memory view of every client.
     pub async fn client_status_rows(&self) -> Result<Vec<ClientStatusRow>, StoreError> {
-        let rows = sqlx::query("SELECT client_id, created_at, scopes FROM clients")
+        let rows = sqlx::query(clients_with_cutoff!())
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
             .map(|row| {
                 Ok(ClientStatusRow {
                     client_id: row.try_get("client_id")?,
-                    created_at: row.try_get("created_at")?,
+                    tokens_valid_after: row.try_get("tokens_valid_after")?,
                     scopes: parse_list(row, "scopes")?,
                 })
             })
             .collect()
     }
 
-    /// Deletes a client and revokes the refresh tokens issued to it; its
-    /// access tokens die because servers refuse tokens of unknown clients.
+    /// Deletes a client and revokes the refresh tokens issued to it. Its
+    /// access tokens die twice over: servers refuse tokens of unknown
+    /// clients, and the id's cutoff moves to `now`, so registering the id
+    /// again does not revive them.
     pub async fn delete_client(&self, client_id: &str, now: i64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let deleted = sqlx::query("DELETE FROM clients WHERE client_id = $1")
@@ -149,15 +157,66 @@ impl Store {
         if deleted == 0 {
             return Err(StoreError::NotFound);
         }
-        sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(client_id)
-        .execute(&mut *tx)
-        .await?;
+        cut_off_client_tokens(&mut tx, client_id, now).await?;
         bump_version(&mut tx, "clients").await?;
         tx.commit().await?;
         Ok(())
     }
+
+    /// Replaces a client's secret hash and refuses every token of the
+    /// client issued at or before `now` (and its refresh tokens), in one
+    /// transaction. `NotFound` if there is no such client.
+    pub async fn rotate_client_secret(
+        &self,
+        client_id: &str,
+        secret_hash: &str,
+        now: i64,
+    ) -> Result<ClientRow, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query("UPDATE clients SET secret_hash = $1 WHERE client_id = $2")
+            .bind(secret_hash)
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if changed == 0 {
+            return Err(StoreError::NotFound);
+        }
+        cut_off_client_tokens(&mut tx, client_id, now).await?;
+        bump_version(&mut tx, "clients").await?;
+        let row = sqlx::query(concat!(clients_with_cutoff!(), " WHERE c.client_id = $1"))
+            .bind(client_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let client = client_from_row(&row)?;
+        tx.commit().await?;
+        Ok(client)
+    }
+}
+
+/// Moves the client id's cutoff to `now` (never back) and revokes the
+/// refresh tokens issued to it.
+async fn cut_off_client_tokens(
+    conn: &mut sqlx::AnyConnection,
+    client_id: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO client_cutoffs (client_id, tokens_valid_after) VALUES ($1, $2) \
+         ON CONFLICT (client_id) DO UPDATE SET tokens_valid_after = CASE \
+         WHEN excluded.tokens_valid_after > client_cutoffs.tokens_valid_after \
+         THEN excluded.tokens_valid_after ELSE client_cutoffs.tokens_valid_after END",
+    )
+    .bind(client_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(client_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

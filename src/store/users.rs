@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError, bump_version};
+use super::{Backend, Store, StoreError, bump_version};
 
 /// A user as stored. `password_hash` is a PHC string (argon2id).
 #[derive(Clone)]
@@ -170,24 +170,21 @@ impl Store {
             .collect()
     }
 
-    /// Applies a change in one transaction and returns the updated user.
-    pub async fn update_user(
+    /// Changes a user without losing a concurrent change: under the user
+    /// write lock (see [`lock_user_writes`]) it reads the user and how many
+    /// *other* enabled users hold `guarded_role`, lets `decide` turn that
+    /// into a change or refuse, and applies the change, all in one
+    /// transaction. Returns the updated user.
+    pub async fn update_user<E: From<StoreError>>(
         &self,
         username: &str,
-        change: &UserChange,
+        guarded_role: &str,
         now: i64,
-    ) -> Result<UserRow, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users WHERE username = $1"
-        ))
-        .bind(username)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let mut user = user_from_row(&row)?;
+        decide: impl FnOnce(&UserRow, usize) -> Result<UserChange, E>,
+    ) -> Result<UserRow, E> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let (mut user, others) = self.locked_user(&mut tx, username, guarded_role).await?;
+        let change = decide(&user, others)?;
         if let Some(roles) = &change.roles {
             user.roles = roles.clone();
         }
@@ -213,30 +210,100 @@ impl Store {
         .bind(user.updated_at)
         .bind(&user.id)
         .execute(&mut *tx)
-        .await?;
-        bump_version(&mut tx, "users").await?;
-        tx.commit().await?;
+        .await
+        .map_err(StoreError::from)?;
+        tx.commit().await.map_err(StoreError::from)?;
         Ok(user)
     }
 
-    /// Deletes a user and revokes their refresh tokens; their access tokens
-    /// die with them because servers refuse tokens of unknown users.
-    pub async fn delete_user(&self, username: &str, now: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let id: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
-            .bind(username)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let id = id.ok_or(StoreError::NotFound)?;
-        revoke_user_refresh_tokens(&mut tx, &id, now).await?;
+    /// Deletes a user and revokes their refresh tokens, if `decide` (given
+    /// the user and how many other enabled users hold `guarded_role`, read
+    /// under the user write lock) allows it. Their access tokens die with
+    /// them because servers refuse tokens of unknown users.
+    pub async fn delete_user<E: From<StoreError>>(
+        &self,
+        username: &str,
+        guarded_role: &str,
+        now: i64,
+        decide: impl FnOnce(&UserRow, usize) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let (user, others) = self.locked_user(&mut tx, username, guarded_role).await?;
+        decide(&user, others)?;
+        revoke_user_refresh_tokens(&mut tx, &user.id, now).await?;
         sqlx::query("DELETE FROM users WHERE id = $1")
-            .bind(&id)
+            .bind(&user.id)
             .execute(&mut *tx)
-            .await?;
-        bump_version(&mut tx, "users").await?;
-        tx.commit().await?;
+            .await
+            .map_err(StoreError::from)?;
+        tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
+
+    /// Takes the user write lock, then reads the user (`NotFound` if
+    /// absent) and counts the other enabled users holding `role`.
+    async fn locked_user(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        username: &str,
+        role: &str,
+    ) -> Result<(UserRow, usize), StoreError> {
+        lock_user_writes(conn).await?;
+        let select = match self.backend {
+            // Redundant under the write lock, and kept so the row stays
+            // locked should the lock ever be narrowed.
+            Backend::Postgres => concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE username = $1 FOR UPDATE"
+            ),
+            // SQLite has no row locks; the write lock is the database's.
+            Backend::Sqlite => concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE username = $1"
+            ),
+        };
+        let row = sqlx::query(select)
+            .bind(username)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let user = user_from_row(&row)?;
+        // Role names hold no '"', so the JSON text contains `"role"` exactly
+        // when the list may hold it; '_' in a role is a LIKE wildcard, hence
+        // the exact check after.
+        let candidates: Vec<String> = sqlx::query_scalar(
+            "SELECT roles FROM users WHERE disabled = 0 AND id <> $1 AND roles LIKE $2",
+        )
+        .bind(&user.id)
+        .bind(format!("%\"{role}\"%"))
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut others = 0;
+        for roles in candidates {
+            let roles: Vec<String> =
+                serde_json::from_str(&roles).map_err(|source| StoreError::CorruptJson {
+                    column: "roles",
+                    source,
+                })?;
+            others += usize::from(roles.iter().any(|r| r == role));
+        }
+        Ok((user, others))
+    }
+}
+
+/// Serialises every write to `users`, on both stores, for the rest of the
+/// transaction: bumping the users version first takes a row lock that the
+/// next writer waits for (PostgreSQL), and makes the transaction a writer
+/// from its first statement (SQLite, so it never has to upgrade a read
+/// snapshot and fail with `SQLITE_BUSY`). Under READ COMMITTED each later
+/// statement then sees everything the previous writer committed, so a
+/// read-modify-write cannot lose an update and the "other admins" count
+/// cannot be stale. User writes are rare admin actions; one lock is simple
+/// and cannot deadlock.
+async fn lock_user_writes(conn: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
+    bump_version(conn, "users").await
 }
 
 async fn revoke_user_refresh_tokens(

@@ -158,7 +158,13 @@ impl Tokens {
         }
         let allowed: BTreeSet<&str> = client.scopes.iter().map(String::as_str).collect();
         let scope = grant_scope(scope, &allowed)?;
-        let now = self.clock.now();
+        let mut now = self.clock.now();
+        if now <= client.tokens_valid_after {
+            // The secret was rotated earlier in this very second, and a
+            // token with this `iat` would be refused: wait for the next one.
+            tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+            now = self.clock.now().max(client.tokens_valid_after + 1);
+        }
         let claims = AccessClaims {
             scope,
             ..self.new_claims(now, &client.id, &client.id, client.audience.as_deref())

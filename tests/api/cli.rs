@@ -47,6 +47,8 @@ async fn cli_user_logs_in_to_the_running_server() {
     );
     assert!(!listing.contains("argon2"));
 
+    // Another admin first: the last enabled admin cannot be demoted.
+    app.create_user("root", &["admin"]).await;
     let out = app.cli(&["users", "set-roles", "alice", "--role", "ops"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let token = app.token("alice").await;

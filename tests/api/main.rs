@@ -7,6 +7,7 @@ mod clients;
 mod config;
 mod cookies;
 mod cors;
+mod containment;
 mod crosscheck;
 mod discovery;
 mod health;

@@ -105,7 +105,8 @@ async fn refresh_tokens_expire() {
 }
 
 #[tokio::test]
-async fn roles_are_read_again_at_refresh() {
+async fn added_roles_are_read_again_at_refresh() {
+    // Only an addition: removing a role revokes the user's tokens (containment).
     let app = spawn_app().await;
     app.create_user("alice", &["reader"]).await;
     let (_, refresh) = app.login_tokens("alice").await;
@@ -114,14 +115,14 @@ async fn roles_are_read_again_at_refresh() {
         .update(
             "alice",
             keyturn::accounts::UserUpdate {
-                roles: Some(vec!["admin".into()]),
+                roles: Some(vec!["reader".into(), "admin".into()]),
                 ..Default::default()
             },
         )
         .await
         .unwrap();
     let (access, _) = app.refreshed(&refresh).await;
-    assert_eq!(segment(&access, 1)["roles"], json!(["admin"]));
+    assert_eq!(segment(&access, 1)["roles"], json!(["admin", "reader"]));
 }
 
 #[tokio::test]
