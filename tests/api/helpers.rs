@@ -594,6 +594,65 @@ impl BrowserSession {
             refresh: cookies["keyturn_refresh"].value.clone(),
             csrf: cookies["keyturn_csrf"].value.clone(),
         }
+    }
+}
+
+impl TestApp {
+    /// `POST /login` with `"transport":"cookie"`.
+    pub async fn cookie_login_response(&self, name: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/login"))
+            .json(&json!({"username": name, "password": PASSWORD, "transport": "cookie"}))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// A user with `roles`, logged in by cookie.
+    pub async fn browser_session(&self, name: &str, roles: &[&str]) -> BrowserSession {
+        self.create_user(name, roles).await;
+        let response = self.cookie_login_response(name).await;
+        assert_eq!(response.status(), 200, "cookie login of {name}");
+        BrowserSession::from_response(&response)
+    }
+
+    /// A request as the browser sends it: the access cookie, and
+    /// `X-CSRF-Token` if given.
+    pub fn browser(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        session: &BrowserSession,
+        csrf: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .header("cookie", session.access_cookie());
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf);
+        }
+        request
+    }
+
+    /// `grant_type=refresh_token` by the refresh cookie.
+    pub async fn cookie_refresh(
+        &self,
+        session: &BrowserSession,
+        csrf: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(self.url("/oauth/token"))
+            .header("cookie", session.refresh_cookie())
+            .form(&[("grant_type", "refresh_token")]);
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf);
+        }
+        request.send().await.expect("request")
+    }
+}
+
 // --- sessions (refresh hygiene, races, store down) ---
 
 /// Two instances A and B on one fresh PostgreSQL database (same keys
@@ -678,58 +737,6 @@ impl Drop for PgProxy {
 }
 
 impl TestApp {
-    /// `POST /login` with `"transport":"cookie"`.
-    pub async fn cookie_login_response(&self, name: &str) -> reqwest::Response {
-        self.client
-            .post(self.url("/login"))
-            .json(&json!({"username": name, "password": PASSWORD, "transport": "cookie"}))
-            .send()
-            .await
-            .expect("request")
-    }
-
-    /// A user with `roles`, logged in by cookie.
-    pub async fn browser_session(&self, name: &str, roles: &[&str]) -> BrowserSession {
-        self.create_user(name, roles).await;
-        let response = self.cookie_login_response(name).await;
-        assert_eq!(response.status(), 200, "cookie login of {name}");
-        BrowserSession::from_response(&response)
-    }
-
-    /// A request as the browser sends it: the access cookie, and
-    /// `X-CSRF-Token` if given.
-    pub fn browser(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        session: &BrowserSession,
-        csrf: Option<&str>,
-    ) -> reqwest::RequestBuilder {
-        let mut request = self
-            .client
-            .request(method, self.url(path))
-            .header("cookie", session.access_cookie());
-        if let Some(csrf) = csrf {
-            request = request.header("x-csrf-token", csrf);
-        }
-        request
-    }
-
-    /// `grant_type=refresh_token` by the refresh cookie.
-    pub async fn cookie_refresh(
-        &self,
-        session: &BrowserSession,
-        csrf: Option<&str>,
-    ) -> reqwest::Response {
-        let mut request = self
-            .client
-            .post(self.url("/oauth/token"))
-            .header("cookie", session.refresh_cookie())
-            .form(&[("grant_type", "refresh_token")]);
-        if let Some(csrf) = csrf {
-            request = request.header("x-csrf-token", csrf);
-        }
-        request.send().await.expect("request")
     /// `SELECT COUNT(*) …` on the app's SQLite file.
     pub async fn sqlite_count(&self, query: &'static str) -> i64 {
         let url = format!("sqlite://{}/data/keyturn.db", self.dir.path().display());
