@@ -4,14 +4,19 @@ use std::sync::Arc;
 
 use poem::Request;
 use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use secrecy::SecretString;
 
 use super::auth::BearerAuth;
 use super::{ApiError, ApiTags, HttpState};
 
+/// A shortened access token, for the documented examples.
+pub(super) const EXAMPLE_JWT: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6Ik5mS0YtN2wxX2JuNzRCaVQ5UWxjbkdlMU5vQW1BQkdwd3JKN1l6bnhmdTgiLCJ0eXAiOiJhdCtqd3QifQ.eyJzdWIiOiI2ZjFjIn0.c2lnbmF0dXJl";
+
 /// Credentials.
 #[derive(Object)]
+#[oai(example)]
 pub struct LoginRequest {
     /// Username.
     pub username: String,
@@ -20,8 +25,18 @@ pub struct LoginRequest {
     pub password: String,
 }
 
+impl Example for LoginRequest {
+    fn example() -> Self {
+        Self {
+            username: "alice".into(),
+            password: "correct horse battery".into(),
+        }
+    }
+}
+
 /// Issued tokens (RFC 6749 §5.1 shape).
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct TokenResponse {
     /// Signed JWT access token (`typ: at+jwt`).
     pub access_token: String,
@@ -32,6 +47,17 @@ pub struct TokenResponse {
     /// Opaque refresh token for `POST /oauth/token`.
     #[oai(skip_serializing_if_is_none)]
     pub refresh_token: Option<String>,
+}
+
+impl Example for TokenResponse {
+    fn example() -> Self {
+        Self {
+            access_token: EXAMPLE_JWT.into(),
+            token_type: "Bearer".into(),
+            expires_in: 900,
+            refresh_token: Some("Zq4bW9m2T0cU8yV1xR7eN3kL5pA6sD0fG2hJ4kL6zX8".into()),
+        }
+    }
 }
 
 #[derive(ApiResponse)]
@@ -47,6 +73,7 @@ pub enum LoginResponse {
 
 /// Who the token belongs to.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct Profile {
     /// Stable user id.
     pub sub: String,
@@ -56,6 +83,17 @@ pub struct Profile {
     pub roles: Vec<String>,
     /// Space-separated scopes.
     pub scope: String,
+}
+
+impl Example for Profile {
+    fn example() -> Self {
+        Self {
+            sub: "6f1c2a9e-0b7d-4c1e-9a53-2f4d8e7b1c30".into(),
+            username: Some("alice".into()),
+            roles: vec!["admin".into()],
+            scope: String::new(),
+        }
+    }
 }
 
 pub struct SessionApi {
