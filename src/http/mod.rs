@@ -63,10 +63,10 @@ pub struct HttpState {
 
 #[derive(Tags)]
 enum ApiTags {
-    /// Logging in and using a token (first: what a newcomer tries).
-    Auth,
     /// Liveness and readiness.
     Health,
+    /// Logging in and using a token.
+    Auth,
     /// OAuth 2.0 token, revocation and introspection endpoints.
     OAuth,
     /// Public keys for verifiers.

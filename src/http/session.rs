@@ -20,8 +20,8 @@ pub(super) const EXAMPLE_JWT: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6Ik5mS0YtN2wxX2
 pub struct LoginRequest {
     /// Username.
     pub username: String,
-    /// Password.
-    #[oai(write_only)]
+    /// Password. (Not `write_only`: this body is never sent back, and a
+    /// write-only field would be left out of the example Swagger UI sends.)
     pub password: String,
 }
 
