@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -62,6 +63,7 @@ impl From<SigningAlg> for SigningAlgView {
 
 /// A key as operators see it: never private material.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct KeyView {
     /// RFC 7638 thumbprint.
     pub kid: String,
@@ -81,6 +83,23 @@ pub struct KeyView {
     pub revoked_at: Option<DateTime<Utc>>,
     /// Retired keys: when they leave the JWKS (all their tokens expired).
     pub prune_at: Option<DateTime<Utc>>,
+}
+
+impl Example for KeyView {
+    fn example() -> Self {
+        let at = |text: &str| text.parse().expect("an RFC 3339 example time");
+        Self {
+            kid: "NfKF-7l1_bn74BiT9QlcnGe1NoAmABGpwrJ7Yznxfu8".into(),
+            alg: SigningAlgView::Rs256,
+            state: KeyStateView::Current,
+            created_at: at("2026-11-29T03:00:00Z"),
+            published_at: at("2026-11-29T03:00:00Z"),
+            activated_at: Some(at("2026-11-29T04:00:00Z")),
+            retired_at: None,
+            revoked_at: None,
+            prune_at: None,
+        }
+    }
 }
 
 impl From<KeyInfo> for KeyView {
@@ -160,6 +179,7 @@ pub struct UserList {
 
 /// A new user.
 #[derive(Object)]
+#[oai(example)]
 pub struct CreateUser {
     /// 1-64 letters, digits, `.`, `_`, `-` or `@`.
     pub username: String,
@@ -169,6 +189,16 @@ pub struct CreateUser {
     /// Role names, e.g. `admin`.
     #[oai(default)]
     pub roles: Vec<String>,
+}
+
+impl Example for CreateUser {
+    fn example() -> Self {
+        Self {
+            username: "bob".into(),
+            password: "correct horse battery".into(),
+            roles: vec!["admin".into()],
+        }
+    }
 }
 
 /// Changes to a user; omitted fields stay as they are. A new password,
@@ -227,6 +257,7 @@ pub struct ClientList {
 
 /// A new OAuth client.
 #[derive(Object)]
+#[oai(example)]
 pub struct CreateClient {
     /// 1-64 letters, digits, `.`, `_`, `-` or `@`; `first-party` is reserved.
     pub client_id: String,
@@ -239,6 +270,17 @@ pub struct CreateClient {
     /// `refresh_token`. An empty list makes a client that can only
     /// introspect and revoke (a resource server or gateway).
     pub grant_types: Option<Vec<String>>,
+}
+
+impl Example for CreateClient {
+    fn example() -> Self {
+        Self {
+            client_id: "billing".into(),
+            scopes: vec!["invoices:read".into(), "invoices:write".into()],
+            audience: None,
+            grant_types: None,
+        }
+    }
 }
 
 /// A registered client with its secret, shown this once.

@@ -16,7 +16,8 @@ use poem::Request;
 use poem::http::header;
 use poem_openapi::auth::Basic;
 use poem_openapi::payload::{Form, Json};
-use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
+use poem_openapi::types::Example;
+use poem_openapi::{ApiResponse, NewType, Object, OpenApi, SecurityScheme};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -87,27 +88,62 @@ pub enum ClientAuth {
 // by two hex digits is kept literally.
 /// A token request (RFC 6749 §4.4 and §6), form-encoded. A repeated
 /// parameter is `invalid_request` (RFC 6749 §3.2); unknown parameters are
-/// ignored.
+/// ignored. An empty optional field counts as absent, so the document gives
+/// them an empty default: Swagger UI then sends nothing in them (rather than
+/// its placeholder `string`, which would be taken for a credential).
 #[derive(Object, Deserialize)]
 pub struct TokenForm {
     /// `client_credentials` or `refresh_token`.
     #[serde(default)]
-    pub grant_type: String,
+    pub grant_type: GrantTypeField,
     /// For `grant_type=refresh_token`: the refresh token to exchange. It is
     /// spent; use the new one returned.
+    #[oai(default = "empty")]
     pub refresh_token: Option<String>,
     /// Space-separated scopes, a subset of what the client (or the refresh
-    /// token) may have. Omitted: all of them.
+    /// token) may have, e.g. `invoices:read reports:read`. Omitted or empty:
+    /// all of them.
+    #[oai(default = "empty")]
     pub scope: Option<String>,
-    /// `client_secret_post`: the client id. Not needed for a first-party
-    /// refresh token (from `/login`).
+    /// `client_secret_post`: the client id. Leave empty with HTTP Basic
+    /// (**Authorize** → *ClientBasicAuth*) and for a first-party refresh
+    /// token (from `/login`).
+    #[oai(default = "empty")]
     pub client_id: Option<String>,
-    /// `client_secret_post`: the client secret.
-    #[oai(write_only)]
+    /// `client_secret_post`: the client secret. Leave empty with HTTP Basic.
+    #[oai(write_only, default = "empty")]
     pub client_secret: Option<String>,
 }
 
+/// The `grant_type` of a token request: a plain string (an unknown one is
+/// `unsupported_grant_type`, RFC 6749 §5.2), documented with the example
+/// `client_credentials` so that Swagger UI's *Try it out* works as it stands.
+#[derive(Debug, Default, NewType, Deserialize)]
+#[oai(example)]
+#[serde(transparent)]
+pub struct GrantTypeField(pub String);
+
+impl Example for GrantTypeField {
+    fn example() -> Self {
+        Self(GrantType::ClientCredentials.as_str().to_owned())
+    }
+}
+
+impl std::ops::Deref for GrantTypeField {
+    type Target = String;
+
+    fn deref(&self) -> &String {
+        &self.0
+    }
+}
+
+/// The documented default of an optional form field: empty, i.e. absent.
+fn empty() -> Option<String> {
+    Some(String::new())
+}
+
 /// A revocation or introspection request (RFC 7009 §2.1, RFC 7662 §2.1).
+/// Empty optional fields count as absent (see [`TokenForm`]).
 #[derive(Object, Deserialize)]
 pub struct TokenQueryForm {
     /// The access token or refresh token.
@@ -115,16 +151,19 @@ pub struct TokenQueryForm {
     pub token: String,
     /// `access_token` or `refresh_token`. Optional and not needed: the
     /// token's form tells them apart.
+    #[oai(default = "empty")]
     pub token_type_hint: Option<String>,
-    /// `client_secret_post`: the client id.
+    /// `client_secret_post`: the client id. Leave empty with HTTP Basic.
+    #[oai(default = "empty")]
     pub client_id: Option<String>,
-    /// `client_secret_post`: the client secret.
-    #[oai(write_only)]
+    /// `client_secret_post`: the client secret. Leave empty with HTTP Basic.
+    #[oai(write_only, default = "empty")]
     pub client_secret: Option<String>,
 }
 
 /// Issued tokens (RFC 6749 §5.1).
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct GrantBody {
     /// Signed JWT access token (`typ: at+jwt`).
     pub access_token: String,
@@ -183,6 +222,18 @@ pub struct IntrospectionBody {
     /// Token id (access tokens).
     #[oai(skip_serializing_if_is_none)]
     pub jti: Option<String>,
+}
+
+impl Example for GrantBody {
+    fn example() -> Self {
+        Self {
+            access_token: super::session::EXAMPLE_JWT.into(),
+            token_type: "Bearer".into(),
+            expires_in: 900,
+            refresh_token: None,
+            scope: "invoices:read reports:read".into(),
+        }
+    }
 }
 
 #[derive(ApiResponse)]

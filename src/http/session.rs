@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use poem::Request;
 use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use secrecy::SecretString;
 
@@ -20,14 +21,17 @@ pub enum Transport {
     /// In HttpOnly cookies, for browser front-ends (`KEYTURN_COOKIES=on`).
     Cookie,
 }
+/// A shortened access token, for the documented examples.
+pub(super) const EXAMPLE_JWT: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6Ik5mS0YtN2wxX2JuNzRCaVQ5UWxjbkdlMU5vQW1BQkdwd3JKN1l6bnhmdTgiLCJ0eXAiOiJhdCtqd3QifQ.eyJzdWIiOiI2ZjFjIn0.c2lnbmF0dXJl";
 
 /// Credentials.
 #[derive(Object)]
+#[oai(example)]
 pub struct LoginRequest {
     /// Username.
     pub username: String,
-    /// Password.
-    #[oai(write_only)]
+    /// Password. (Not `write_only`: this body is never sent back, and a
+    /// write-only field would be left out of the example Swagger UI sends.)
     pub password: String,
     /// `cookie`: set the tokens as cookies instead of returning them.
     pub transport: Option<Transport>,
@@ -45,8 +49,19 @@ pub struct CookieSession {
     pub csrf_token: String,
 }
 
+impl Example for LoginRequest {
+    fn example() -> Self {
+        Self {
+            username: "alice".into(),
+            password: "correct horse battery".into(),
+            transport: None,
+        }
+    }
+}
+
 /// Issued tokens (RFC 6749 §5.1 shape).
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct TokenResponse {
     /// Signed JWT access token (`typ: at+jwt`).
     pub access_token: String,
@@ -57,6 +72,17 @@ pub struct TokenResponse {
     /// Opaque refresh token for `POST /oauth/token`.
     #[oai(skip_serializing_if_is_none)]
     pub refresh_token: Option<String>,
+}
+
+impl Example for TokenResponse {
+    fn example() -> Self {
+        Self {
+            access_token: EXAMPLE_JWT.into(),
+            token_type: "Bearer".into(),
+            expires_in: 900,
+            refresh_token: Some("Zq4bW9m2T0cU8yV1xR7eN3kL5pA6sD0fG2hJ4kL6zX8".into()),
+        }
+    }
 }
 
 #[derive(ApiResponse)]
@@ -80,6 +106,7 @@ pub enum LoginResponse {
 
 /// Who the token belongs to.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct Profile {
     /// Stable user id.
     pub sub: String,
@@ -89,6 +116,17 @@ pub struct Profile {
     pub roles: Vec<String>,
     /// Space-separated scopes.
     pub scope: String,
+}
+
+impl Example for Profile {
+    fn example() -> Self {
+        Self {
+            sub: "6f1c2a9e-0b7d-4c1e-9a53-2f4d8e7b1c30".into(),
+            username: Some("alice".into()),
+            roles: vec!["admin".into()],
+            scope: String::new(),
+        }
+    }
 }
 
 pub struct SessionApi {
