@@ -536,7 +536,7 @@ impl OAuthApi {
         form: Form<TokenForm>,
     ) -> Result<WithCookies<TokenResponse>, OAuthError> {
         let Form(form) = form;
-        if form.grant_type == GrantType::RefreshToken.as_str()
+        if form.grant_type.as_str() == GrantType::RefreshToken.as_str()
             && non_empty(form.refresh_token.clone()).is_none()
             && self.state.cookies.enabled
         {
