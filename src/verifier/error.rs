@@ -73,6 +73,14 @@ pub enum BuildError {
     /// No expected audience: RFC 9068 requires resource servers to check `aud`.
     #[error("no expected audience: call audience(..) (or danger_accept_any_audience())")]
     MissingAudience,
+    /// `audience(..)` was given an empty list: that would accept no token
+    /// (or, in older versions, every audience); name at least one.
+    #[error("empty audience list: name at least one audience (or danger_accept_any_audience())")]
+    EmptyAudience,
+    /// A key-source URL that is not safe to fetch keys from: plain HTTP to a
+    /// non-loopback host. The text names the URL.
+    #[error("insecure key source: {0}")]
+    InsecureUrl(String),
     /// No expected issuer (only possible with `jwks_url`/`build_from_jwks`).
     #[error("no expected issuer: call issuer(..) (or danger_accept_any_issuer())")]
     MissingIssuer,

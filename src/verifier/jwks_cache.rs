@@ -25,7 +25,7 @@
 //! Must not import anything from the rest of the crate but `super::clock`,
 //! `super::error` and `super::validate`.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -40,7 +40,12 @@ use super::error::VerifyError;
 use super::validate::{KeySource, MAX_KID_LEN, VerificationKey};
 
 /// At most this many keys are kept from one JWKS (real ones hold 1–5).
-const MAX_KEYS: usize = 64;
+pub(super) const MAX_KEYS: usize = 64;
+
+/// The retry interval after failed fetches doubles from the `min` refresh
+/// interval up to this (or the `max` refresh interval, if lower): a dead
+/// endpoint is not hammered, and a recovered one is noticed within minutes.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Prepared keys with their `kid` (`None` for a JWK without one).
 type Keys = Vec<(Option<Box<str>>, Arc<VerificationKey>)>;
@@ -107,7 +112,9 @@ impl Default for CacheOptions {
             max_refresh: Duration::from_secs(3600),
             default_refresh: Duration::from_secs(300),
             unknown_kid_cooldown: Duration::from_secs(10),
-            max_staleness: Duration::from_secs(3600),
+            // A revoked key outlives its revocation by at most the refresh
+            // interval plus this while fetches fail (or are blocked).
+            max_staleness: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -142,6 +149,8 @@ pub(crate) struct JwksCache {
     snapshot: ArcSwap<KeySet>,
     /// Completed fetch attempts (success or failure), for coalescing.
     attempts: AtomicU64,
+    /// Fetch failures since the last success (the retry backoff).
+    failures: AtomicU32,
     /// When the last fetch attempt started (the first: `fetch_new`; unused
     /// for a static set). Written only under `refresh`.
     last_attempt: AtomicI64,
@@ -167,6 +176,7 @@ impl JwksCache {
                 etag: None,
             }),
             attempts: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
             last_attempt: AtomicI64::new(0),
             refresh: tokio::sync::Mutex::new(()),
             last_error: std::sync::Mutex::new(None),
@@ -199,6 +209,7 @@ impl JwksCache {
             clock,
             snapshot: ArcSwap::from_pointee(set),
             attempts: AtomicU64::new(1),
+            failures: AtomicU32::new(0),
             last_attempt: AtomicI64::new(started),
             refresh: tokio::sync::Mutex::new(()),
             last_error: std::sync::Mutex::new(None),
@@ -286,12 +297,14 @@ impl JwksCache {
                 self.replace(make_set(keys, max_age, etag, now, &self.opts));
                 tracing::debug!(url = %fetcher.url, "JWKS refreshed");
                 self.set_last_error(None);
+                self.failures.store(0, Ordering::Release);
             }
             Ok(Fetched::NotModified { max_age }) => {
                 let keys = old.keys.clone();
                 self.replace(make_set(keys, max_age, old.etag.clone(), now, &self.opts));
                 tracing::debug!(url = %fetcher.url, "JWKS not modified");
                 self.set_last_error(None);
+                self.failures.store(0, Ordering::Release);
             }
             Err(error) => {
                 tracing::warn!(
@@ -300,6 +313,7 @@ impl JwksCache {
                     "JWKS fetch failed; keeping the cached keys"
                 );
                 self.set_last_error(Some(error.to_string()));
+                self.failures.fetch_add(1, Ordering::AcqRel);
             }
         }
         self.attempts.fetch_add(1, Ordering::AcqRel);
@@ -316,20 +330,32 @@ impl JwksCache {
     }
 
     /// Whether the background refresher should fetch at `now`: `None` for
-    /// a static set (never). Due when the keys' freshness ran out, every
-    /// `min` refresh interval while fetches fail, and as soon as the clock
-    /// is found behind the last attempt (it jumped backwards: that one
-    /// fetch re-anchors the windows on the new time).
+    /// a static set (never). Due when the keys' freshness ran out, after
+    /// the [`retry_backoff`](Self::retry_backoff) while fetches fail, and
+    /// as soon as the clock is found behind the last attempt (it jumped
+    /// backwards: that one fetch re-anchors the windows on the new time).
     fn refresh_due(&self, now: i64) -> Option<bool> {
         let fresh_until = self.current().fresh_until?;
         let last = self.last_attempt.load(Ordering::Acquire);
         if now < last {
             return Some(true);
         }
-        if self.last_error().is_some() {
-            return Some(now.saturating_sub(last) >= secs(self.opts.min_refresh));
+        let failures = self.failures.load(Ordering::Acquire);
+        if failures > 0 {
+            return Some(now.saturating_sub(last) >= self.retry_backoff(failures));
         }
         Some(now >= fresh_until)
+    }
+
+    /// Seconds to wait after `failures` consecutive failed fetches: the
+    /// `min` refresh interval (never zero: the builder refuses it), doubled
+    /// per further failure, capped at [`MAX_RETRY_BACKOFF`] or the `max`
+    /// refresh interval, whichever is lower (never below `min`).
+    pub(crate) fn retry_backoff(&self, failures: u32) -> i64 {
+        let floor = secs(self.opts.min_refresh).max(1);
+        let cap = secs(MAX_RETRY_BACKOFF.min(self.opts.max_refresh)).max(floor);
+        let doublings = failures.saturating_sub(1).min(32);
+        floor.saturating_mul(1i64 << doublings).min(cap)
     }
 }
 
@@ -490,7 +516,7 @@ fn cache_max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 /// Parse a JWKS body key by key, so one odd key does not hide the others.
-fn parse_jwks(body: &[u8]) -> Result<Keys, FetchError> {
+pub(super) fn parse_jwks(body: &[u8]) -> Result<Keys, FetchError> {
     #[derive(serde::Deserialize)]
     struct RawSet {
         keys: Vec<serde_json::Value>,

@@ -41,6 +41,7 @@
 #![deny(missing_docs)]
 
 pub mod clock;
+pub mod csrf;
 mod error;
 mod jwks_cache;
 #[cfg(feature = "poem")]
@@ -217,6 +218,25 @@ enum Source {
     Jwks(String),
 }
 
+/// The expected audience.
+#[derive(Debug, Clone)]
+enum AudienceRule {
+    /// `audience(..)`: at least one must be in `aud` (an empty list is a
+    /// build error, never "any").
+    AnyOf(Vec<String>),
+    /// `danger_accept_any_audience()`.
+    Any,
+}
+
+/// Which key-source URLs are trusted beyond the default (`https://`, or
+/// `http://` on a loopback host; the discovered `jwks_uri` on the
+/// issuer's origin).
+#[derive(Debug, Clone, Copy, Default)]
+struct UrlRules {
+    plain_http: bool,
+    foreign_jwks_origin: bool,
+}
+
 /// The expected issuer.
 #[derive(Debug, Clone)]
 enum IssuerRule {
@@ -232,15 +252,23 @@ enum IssuerRule {
 /// required claims `exp`, `iat`, `sub`, tokens up to 8 KiB, JWKS fetch
 /// timeout 5 s and size limit 1 MiB, refresh interval the JWKS `max-age`
 /// clamped to 30 s – 1 h (300 s without one), unknown-`kid` refetch at
-/// most every 10 s, cached keys usable up to 1 h past their `max-age`
-/// while the JWKS endpoint fails, all times from the system clock (see
+/// most every 10 s, failed fetches retried after `min` doubling up to
+/// 5 min, cached keys usable up to 15 min past their `max-age` while the
+/// JWKS endpoint fails, all times from the system clock (see
 /// [`clock`](Self::clock)).
+///
+/// Refused at build time ([`BuildError`]): an `http://` issuer or JWKS URL
+/// on a non-loopback host, a discovered `jwks_uri` on another origin than
+/// the issuer, an empty audience list, a zero refresh bound — each unless
+/// the loudly named `danger_…` method says otherwise, where one exists.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct VerifierBuilder {
     source: Source,
     issuer: IssuerRule,
-    audience: Option<Vec<String>>,
+    audience: Option<AudienceRule>,
+    urls: UrlRules,
+    cookie_transport: bool,
     leeway: Duration,
     algorithms: Vec<Algorithm>,
     required: Vec<String>,
@@ -257,6 +285,8 @@ impl Default for VerifierBuilder {
             source: Source::None,
             issuer: IssuerRule::Default,
             audience: None,
+            urls: UrlRules::default(),
+            cookie_transport: false,
             leeway: Duration::from_secs(30),
             algorithms: vec![Algorithm::RS256, Algorithm::EdDSA],
             required: vec!["exp".into(), "iat".into(), "sub".into()],
@@ -300,20 +330,49 @@ impl VerifierBuilder {
     }
 
     /// The audiences this resource server answers to: a token is accepted
-    /// when its `aud` names at least one of them.
+    /// when its `aud` names at least one of them. An empty list (or an empty
+    /// name) is a build error, never "any audience".
     pub fn audience<I, S>(mut self, audiences: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.audience = Some(audiences.into_iter().map(Into::into).collect());
+        self.audience = Some(AudienceRule::AnyOf(
+            audiences.into_iter().map(Into::into).collect(),
+        ));
         self
     }
 
     /// Accept tokens for any audience (RFC 9068 says resource servers must
     /// check `aud`; use only when the issuer serves this one API).
     pub fn danger_accept_any_audience(mut self) -> Self {
-        self.audience = Some(Vec::new());
+        self.audience = Some(AudienceRule::Any);
+        self
+    }
+
+    /// Accept `http://` issuer, JWKS and discovered `jwks_uri` URLs on any
+    /// host. Without it only loopback hosts (`127.0.0.0/8`, `::1`,
+    /// `localhost`) may be plain HTTP: over plain HTTP anyone on the path
+    /// can swap the keys and forge every token.
+    pub fn danger_accept_plain_http(mut self) -> Self {
+        self.urls.plain_http = true;
+        self
+    }
+
+    /// Accept a discovered `jwks_uri` on another origin (scheme, host,
+    /// port) than the issuer URL. By default it must share the issuer's
+    /// origin, so metadata that points elsewhere is refused.
+    pub fn danger_accept_jwks_on_other_origin(mut self) -> Self {
+        self.urls.foreign_jwks_origin = true;
+        self
+    }
+
+    /// poem integration: also take the access token from the
+    /// `keyturn_access` cookie, with the CSRF rule for unsafe methods (see
+    /// [`poem::BearerAuth::cookie_transport`](crate::verifier::poem)).
+    /// Applies to the extractor and every middleware using this verifier.
+    pub fn cookie_transport(mut self) -> Self {
+        self.cookie_transport = true;
         self
     }
 
@@ -370,8 +429,10 @@ impl VerifierBuilder {
     }
 
     /// Bounds of the background refresh interval: the JWKS `max-age` is
-    /// clamped to `[min, max]` (default 30 s – 1 h). `min` is also the retry
-    /// interval after a failed fetch.
+    /// clamped to `[min, max]` (default 30 s – 1 h). `min` is also the first
+    /// retry interval after a failed fetch, doubling on each further failure
+    /// up to 5 min (or `max`, if lower). Zero is a build error: it would
+    /// refetch as often as the refresher looks.
     pub fn refresh_bounds(mut self, min: Duration, max: Duration) -> Self {
         self.cache.min_refresh = min;
         self.cache.max_refresh = max;
@@ -385,8 +446,10 @@ impl VerifierBuilder {
     }
 
     /// How long past their `max-age` cached keys keep working while the JWKS
-    /// endpoint fails (default 1 h); after that every verification fails with
-    /// [`VerifyError::JwksUnavailable`].
+    /// endpoint fails (default 15 min); after that every verification fails
+    /// with [`VerifyError::JwksUnavailable`]. This bounds how long a key the
+    /// issuer revoked can outlive the revocation when fetches fail or are
+    /// blocked: at most the refresh interval plus this.
     pub fn max_staleness(mut self, staleness: Duration) -> Self {
         self.cache.max_staleness = staleness;
         self
@@ -424,11 +487,17 @@ impl VerifierBuilder {
             Some(c) => c.clone(),
             None => default_client(&self.cache)?,
         };
+        if matches!(self.source, Source::None) {
+            return Err(BuildError::MissingKeySource);
+        }
+        // The options are checked before any request goes out (discovery
+        // will supply the issuer, so a placeholder stands in for it here).
+        self.policy(matches!(self.source, Source::Issuer(_)).then(String::new))?;
         let (jwks_url, discovered_issuer) = match &self.source {
             Source::None => return Err(BuildError::MissingKeySource),
-            Source::Jwks(url) => (check_url(url)?.to_string(), None),
+            Source::Jwks(url) => (check_url(url, self.urls)?.to_string(), None),
             Source::Issuer(url) => {
-                let (issuer, jwks) = discover(&client, url, &self.cache).await?;
+                let (issuer, jwks) = discover(&client, url, &self.cache, self.urls).await?;
                 (jwks, Some(issuer))
             }
         };
@@ -449,6 +518,7 @@ impl VerifierBuilder {
                 cache,
                 clock: self.clock,
                 refresher,
+                cookie_transport: self.cookie_transport,
             }),
         })
     }
@@ -479,6 +549,7 @@ impl VerifierBuilder {
                 cache: Arc::new(cache),
                 clock: self.clock,
                 refresher: None,
+                cookie_transport: self.cookie_transport,
             }),
         })
     }
@@ -499,7 +570,19 @@ impl VerifierBuilder {
             (IssuerRule::Default, Some(iss)) => Some(iss),
             (IssuerRule::Default, None) => return Err(BuildError::MissingIssuer),
         };
-        let audiences = self.audience.clone().ok_or(BuildError::MissingAudience)?;
+        let audiences = match &self.audience {
+            None => return Err(BuildError::MissingAudience),
+            Some(AudienceRule::Any) => Vec::new(),
+            Some(AudienceRule::AnyOf(list)) if list.is_empty() => {
+                return Err(BuildError::EmptyAudience);
+            }
+            Some(AudienceRule::AnyOf(list)) if list.iter().any(|a| a.trim().is_empty()) => {
+                return Err(BuildError::InvalidOption(
+                    "audience: an audience name is empty".into(),
+                ));
+            }
+            Some(AudienceRule::AnyOf(list)) => list.clone(),
+        };
         let mut algorithms = Vec::new();
         for alg in &self.algorithms {
             if is_hmac(*alg) {
@@ -521,6 +604,11 @@ impl VerifierBuilder {
                 "max_token_size must be positive".into(),
             ));
         }
+        if self.cache.min_refresh.is_zero() || self.cache.max_refresh.is_zero() {
+            return Err(BuildError::InvalidOption(
+                "refresh_bounds: zero would refetch the JWKS as often as it is looked at".into(),
+            ));
+        }
         if self.cache.min_refresh > self.cache.max_refresh {
             return Err(BuildError::InvalidOption(
                 "refresh_bounds: min is greater than max".into(),
@@ -538,22 +626,59 @@ impl VerifierBuilder {
     }
 }
 
-fn check_url(url: &str) -> Result<reqwest::Url, BuildError> {
+/// A key-source URL we may fetch: `https://`, or `http://` on a loopback
+/// host (or anywhere, with `danger_accept_plain_http`).
+fn check_url(url: &str, rules: UrlRules) -> Result<reqwest::Url, BuildError> {
     let parsed = reqwest::Url::parse(url)
         .map_err(|e| BuildError::InvalidOption(format!("`{url}` is not a URL: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(BuildError::InvalidOption(format!(
+    match parsed.scheme() {
+        "https" => Ok(parsed),
+        "http" if rules.plain_http || is_loopback(&parsed) => Ok(parsed),
+        "http" => Err(BuildError::InsecureUrl(format!(
+            "`{url}` is plain HTTP to a non-loopback host (use https://, or danger_accept_plain_http())"
+        ))),
+        _ => Err(BuildError::InvalidOption(format!(
             "`{url}` is not an http(s) URL"
-        )));
+        ))),
     }
-    Ok(parsed)
+}
+
+/// `127.0.0.0/8`, `::1` or `localhost` (the only hosts where plain HTTP
+/// cannot be read or changed on the way).
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// At most 3 redirects, each to the origin of the request it answers (a
+/// JWKS or metadata request is never sent to another host, nor downgraded
+/// from https); any other redirect is not followed, and its 3xx fails the
+/// fetch.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same_origin = attempt
+            .previous()
+            .last()
+            .is_some_and(|from| from.origin() == attempt.url().origin());
+        if same_origin && attempt.previous().len() <= 3 {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
 }
 
 fn default_client(opts: &CacheOptions) -> Result<reqwest::Client, BuildError> {
     reqwest::Client::builder()
         .timeout(opts.http_timeout)
         .connect_timeout(opts.http_timeout)
-        .redirect(reqwest::redirect::Policy::limited(3))
+        .redirect(redirect_policy())
         .user_agent(concat!("keyturn-verifier/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| BuildError::InvalidOption(format!("HTTP client: {e}")))
@@ -564,13 +689,14 @@ async fn discover(
     client: &reqwest::Client,
     issuer_url: &str,
     opts: &CacheOptions,
+    rules: UrlRules,
 ) -> Result<(String, String), BuildError> {
     #[derive(Deserialize)]
     struct Metadata {
         issuer: String,
         jwks_uri: String,
     }
-    let base = check_url(issuer_url)?;
+    let base = check_url(issuer_url, rules)?;
     let path = base.path().trim_end_matches('/');
     let mut rfc8414 = base.clone();
     rfc8414.set_path(&format!("/.well-known/oauth-authorization-server{path}"));
@@ -603,8 +729,14 @@ async fn discover(
                         meta.issuer
                     )));
                 }
-                check_url(&meta.jwks_uri)
+                let jwks = check_url(&meta.jwks_uri, rules)
                     .map_err(|e| BuildError::Discovery(format!("jwks_uri: {e}")))?;
+                if !rules.foreign_jwks_origin && jwks.origin() != base.origin() {
+                    return Err(BuildError::Discovery(format!(
+                        "jwks_uri `{}` is not on the issuer's origin (danger_accept_jwks_on_other_origin() allows it)",
+                        meta.jwks_uri
+                    )));
+                }
                 return Ok((meta.issuer, meta.jwks_uri));
             }
             Err(e) => last_error = format!("{url}: {e}"),
@@ -618,6 +750,9 @@ struct Inner {
     cache: Arc<JwksCache>,
     clock: Arc<dyn Clock>,
     refresher: Option<tokio::task::AbortHandle>,
+    /// Whether the poem integration also reads the `keyturn_access` cookie.
+    #[cfg_attr(not(feature = "poem"), allow(dead_code))]
+    cookie_transport: bool,
 }
 
 impl Drop for Inner {
@@ -660,6 +795,11 @@ impl Verifier {
     /// The expected `iss` (`None` if any issuer is accepted).
     pub fn issuer(&self) -> Option<&str> {
         self.inner.validator.policy().issuer.as_deref()
+    }
+
+    /// Whether both are clones of one verifier (the same keys and rules).
+    pub fn same_as(&self, other: &Verifier) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// The `kid`s of the keys currently cached.

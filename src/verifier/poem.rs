@@ -38,13 +38,33 @@
 //! token; 403 with `error="insufficient_scope"` for a valid token lacking a
 //! scope (`"insufficient_scope"`) or a role (`"forbidden"`); 503
 //! `temporarily_unavailable` when the issuer's keys cannot be had.
+//!
+//! Cookie transport (opt-in: [`BearerAuth::cookie_transport`], or
+//! [`VerifierBuilder::cookie_transport`](super::VerifierBuilder::cookie_transport)
+//! for the extractor and every middleware of that verifier): the token may
+//! also come in the [`ACCESS_COOKIE`] cookie. A cookie-authenticated
+//! request with a method other than GET, HEAD or OPTIONS then needs an
+//! `X-CSRF-Token` header whose SHA-256 is the token's `csrf` claim
+//! ([`super::csrf`]), else 403 `csrf_failed`. An `Authorization` header
+//! together with the cookie, two `Authorization` headers or two cookies
+//! are refused with 400 `invalid_request`.
+//!
+//! Claims a middleware put in the request extensions are reused only by a
+//! middleware or extractor using the *same* verifier: a nested
+//! `BearerAuth::with_verifier(b)` checks the token against `b`'s issuer,
+//! audience and keys, whatever an outer middleware accepted.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use poem::error::ResponseError;
-use poem::http::{StatusCode, header};
+use poem::http::{Method, StatusCode, header};
 use poem::{Endpoint, FromRequest, Middleware, Request, RequestBody, Response};
 use serde::de::DeserializeOwned;
 
-use super::{Claims, Verifier, VerifyError};
+use super::{Claims, Verifier, VerifyError, csrf};
+
+/// The cookie carrying the access token when cookie transport is on (SPEC §5a).
+pub const ACCESS_COOKIE: &str = "keyturn_access";
 
 /// Why a request was refused (converts into a poem error with the right
 /// status, `WWW-Authenticate` header and JSON body).
@@ -67,6 +87,15 @@ pub enum AuthError {
     /// (500; a server bug, not the client's).
     #[error("no verifier configured")]
     NotConfigured,
+    /// The token was given twice: an `Authorization` header and the
+    /// cookie, two `Authorization` headers or two cookies (400
+    /// `invalid_request`).
+    #[error("credentials given more than once")]
+    AmbiguousCredentials,
+    /// A state-changing request authenticated by cookie without an
+    /// `X-CSRF-Token` matching the token's binding (403 `csrf_failed`).
+    #[error("missing or wrong X-CSRF-Token")]
+    CsrfFailed,
 }
 
 impl AuthError {
@@ -78,6 +107,8 @@ impl AuthError {
             AuthError::InsufficientScope(_) => "insufficient_scope",
             AuthError::MissingRole(_) => "forbidden",
             AuthError::NotConfigured => "server_error",
+            AuthError::AmbiguousCredentials => "invalid_request",
+            AuthError::CsrfFailed => "csrf_failed",
         }
     }
 
@@ -110,6 +141,8 @@ impl ResponseError for AuthError {
             AuthError::Invalid(_) => StatusCode::UNAUTHORIZED,
             AuthError::InsufficientScope(_) | AuthError::MissingRole(_) => StatusCode::FORBIDDEN,
             AuthError::NotConfigured => StatusCode::INTERNAL_SERVER_ERROR,
+            AuthError::AmbiguousCredentials => StatusCode::BAD_REQUEST,
+            AuthError::CsrfFailed => StatusCode::FORBIDDEN,
         }
     }
 
@@ -124,6 +157,7 @@ impl ResponseError for AuthError {
             .header(header::CACHE_CONTROL, "no-store");
         let challenge = match self {
             AuthError::MissingToken => Some(r#"Bearer error="invalid_token""#.to_owned()),
+            AuthError::AmbiguousCredentials => Some(r#"Bearer error="invalid_request""#.to_owned()),
             AuthError::Invalid(e) if !e.is_unavailable() => Some(format!(
                 r#"Bearer error="invalid_token", error_description="{}""#,
                 e.to_string().replace(['"', '\\'], "'")
@@ -144,12 +178,13 @@ impl ResponseError for AuthError {
 }
 
 /// The bearer token of a request: `Authorization: Bearer <token>` (scheme
-/// case-insensitive).
+/// case-insensitive). Two `Authorization` headers are refused.
 pub fn bearer_token(req: &Request) -> Result<&str, AuthError> {
-    let value = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .ok_or(AuthError::MissingToken)?;
+    let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
+    let value = values.next().ok_or(AuthError::MissingToken)?;
+    if values.next().is_some() {
+        return Err(AuthError::AmbiguousCredentials);
+    }
     let value = value
         .to_str()
         .map_err(|_| VerifyError::Malformed("authorization header is not ASCII"))?;
@@ -191,27 +226,121 @@ pub fn check_scope<E>(claims: &Claims<E>, scope: &str) -> Result<(), AuthError> 
     }
 }
 
-async fn verify_request<E: DeserializeOwned>(
-    req: &Request,
-    verifier: Option<&Verifier>,
-) -> Result<Claims<E>, AuthError> {
-    let verifier = match verifier.or_else(|| req.data::<Verifier>()) {
-        Some(v) => v,
+/// The [`ACCESS_COOKIE`] value of a request, if any (every `Cookie`
+/// header is read; the cookie named twice is refused).
+pub fn access_cookie(req: &Request) -> Result<Option<&str>, AuthError> {
+    let mut found = None;
+    for value in req.headers().get_all(header::COOKIE) {
+        let Ok(value) = value.to_str() else { continue };
+        for pair in value.split(';') {
+            let Some((name, token)) = pair.split_once('=') else {
+                continue;
+            };
+            if name.trim() == ACCESS_COOKIE {
+                if found.is_some() {
+                    return Err(AuthError::AmbiguousCredentials);
+                }
+                found = Some(token.trim().trim_matches('"'));
+            }
+        }
+    }
+    Ok(found.filter(|token| !token.is_empty()))
+}
+
+/// Methods a cross-site form or script cannot use to change state (RFC 9110
+/// safe methods); every other method needs the CSRF header by cookie.
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The `csrf` claim of a token that has already been verified.
+fn csrf_claim(token: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Binding {
+        #[serde(default)]
+        csrf: Option<String>,
+    }
+    let payload = token.trim().split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<Binding>(&bytes).ok()?.csrf
+}
+
+/// The cookie-transport CSRF rule for a verified cookie `token`.
+fn check_csrf(req: &Request, token: &str) -> Result<(), AuthError> {
+    if is_safe(req.method()) {
+        return Ok(());
+    }
+    let mut sent = req.headers().get_all(csrf::HEADER).iter();
+    let (Some(value), None) = (sent.next(), sent.next()) else {
+        return Err(AuthError::CsrfFailed);
+    };
+    let value = value.to_str().map_err(|_| AuthError::CsrfFailed)?;
+    match csrf_claim(token) {
+        Some(claim) if csrf::matches(&claim, value) => Ok(()),
+        _ => Err(AuthError::CsrfFailed),
+    }
+}
+
+fn resolve<'a>(
+    req: &'a Request,
+    verifier: Option<&'a Verifier>,
+) -> Result<&'a Verifier, AuthError> {
+    match verifier.or_else(|| req.data::<Verifier>()) {
+        Some(v) => Ok(v),
         None => {
             tracing::error!(
                 "keyturn verifier: no Verifier in the request data; add .data(verifier)"
             );
-            return Err(AuthError::NotConfigured);
+            Err(AuthError::NotConfigured)
         }
-    };
+    }
+}
+
+/// Verify the request's token with `verifier`: the bearer header, or the
+/// [`ACCESS_COOKIE`] (with the CSRF rule) when `cookies` is on.
+async fn verify_request<E: DeserializeOwned>(
+    req: &Request,
+    verifier: &Verifier,
+    cookies: bool,
+) -> Result<Claims<E>, AuthError> {
+    if (cookies || verifier.inner.cookie_transport)
+        && let Some(token) = access_cookie(req)?
+    {
+        if req.headers().contains_key(header::AUTHORIZATION) {
+            return Err(AuthError::AmbiguousCredentials);
+        }
+        let claims = verifier.verify::<E>(token).await?;
+        check_csrf(req, token)?;
+        return Ok(claims);
+    }
     let token = bearer_token(req)?;
     Ok(verifier.verify::<E>(token).await?)
+}
+
+/// What a [`BearerAuth`] middleware verified, and with which verifier:
+/// reused only by a middleware or extractor using the same one.
+#[derive(Clone)]
+struct Verified {
+    by: Verifier,
+    claims: Claims,
+}
+
+impl Verified {
+    /// The claims, if `verifier` is the one that verified them.
+    fn claims_for(req: &Request, verifier: &Verifier) -> Option<Claims> {
+        let verified = req.extensions().get::<Verified>()?;
+        verified
+            .by
+            .same_as(verifier)
+            .then(|| verified.claims.clone())
+    }
 }
 
 /// Extractor: the verified claims of the request's bearer token, or a
 /// 401/503 response. Needs the [`Verifier`] in the app data
 /// (`.data(verifier)`). If a [`BearerAuth`] middleware already verified the
-/// request and `E` is `()`, its claims are reused.
+/// request with that verifier (or, without one in the app data, with any)
+/// and `E` is `()`, its claims are reused.
 ///
 /// `BearerClaims<MyClaims>` deserializes the non-standard claims into
 /// `MyClaims` (see [`Claims`]).
@@ -235,10 +364,19 @@ where
     E: DeserializeOwned + Clone + Send + Sync + 'static,
 {
     async fn from_request(req: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
-        if let Some(claims) = req.extensions().get::<Claims<E>>() {
+        if let Some(verified) = req.extensions().get::<Verified>()
+            && req
+                .data::<Verifier>()
+                .is_none_or(|data| verified.by.same_as(data))
+            && let Some(claims) =
+                (&verified.claims as &dyn std::any::Any).downcast_ref::<Claims<E>>()
+        {
             return Ok(BearerClaims(claims.clone()));
         }
-        Ok(BearerClaims(verify_request::<E>(req, None).await?))
+        let verifier = resolve(req, None)?;
+        Ok(BearerClaims(
+            verify_request::<E>(req, verifier, false).await?,
+        ))
     }
 }
 
@@ -252,6 +390,7 @@ pub struct BearerAuth {
     verifier: Option<Verifier>,
     role: Option<String>,
     scope: Option<String>,
+    cookies: bool,
 }
 
 /// Middleware requiring a valid token whose `roles` contain `role`.
@@ -289,6 +428,13 @@ impl BearerAuth {
         self.scope = Some(scope.into());
         self
     }
+
+    /// Also accept the token in the [`ACCESS_COOKIE`] cookie, with the CSRF
+    /// rule for state-changing methods (see the [module docs](self)).
+    pub fn cookie_transport(mut self) -> Self {
+        self.cookies = true;
+        self
+    }
 }
 
 impl<Ep: Endpoint> Middleware<Ep> for BearerAuth {
@@ -313,9 +459,10 @@ impl<Ep: Endpoint> Endpoint for BearerAuthEndpoint<Ep> {
     type Output = Ep::Output;
 
     async fn call(&self, mut req: Request) -> poem::Result<Self::Output> {
-        let claims: Claims = match req.extensions().get::<Claims>() {
-            Some(claims) => claims.clone(),
-            None => verify_request(&req, self.auth.verifier.as_ref()).await?,
+        let verifier = resolve(&req, self.auth.verifier.as_ref())?.clone();
+        let claims: Claims = match Verified::claims_for(&req, &verifier) {
+            Some(claims) => claims,
+            None => verify_request(&req, &verifier, self.auth.cookies).await?,
         };
         if let Some(role) = &self.auth.role {
             check_role(&claims, role)?;
@@ -323,6 +470,10 @@ impl<Ep: Endpoint> Endpoint for BearerAuthEndpoint<Ep> {
         if let Some(scope) = &self.auth.scope {
             check_scope(&claims, scope)?;
         }
+        req.extensions_mut().insert(Verified {
+            by: verifier,
+            claims: claims.clone(),
+        });
         req.extensions_mut().insert(claims);
         self.inner.call(req).await
     }
@@ -336,7 +487,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::verifier::tests::{TestKey, TestServer, claims, verifier_for};
+    use crate::verifier::tests::{AUD, TestKey, TestServer, claims, verifier_for};
 
     #[handler]
     fn me(BearerClaims(claims): BearerClaims) -> String {
@@ -482,6 +633,262 @@ mod tests {
         );
         let token = key.sign(&claims(&server.base));
         let (status, _, _) = call(&app, "/admin", Some(&format!("Bearer {token}"))).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    /// A request with these headers; status, body.
+    async fn send(
+        app: &impl Endpoint,
+        method: Method,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri_str("/r");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let resp = app.get_response(req.finish()).await;
+        let status = resp.status();
+        let body = resp.into_body().into_string().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(Value::String(body)),
+        )
+    }
+
+    #[handler]
+    fn anything(BearerClaims(claims): BearerClaims) -> String {
+        format!("ok {}", claims.sub)
+    }
+
+    #[tokio::test]
+    async fn nested_middleware_checks_its_own_issuer_and_audience() {
+        let key_a = TestKey::ed25519();
+        let key_b = TestKey::ed25519();
+        let a = TestServer::issuer(&[&key_a], 300).await;
+        let b = TestServer::issuer(&[&key_b], 300).await;
+        let (va, vb) = (verifier_for(&a).await, verifier_for(&b).await);
+        // Outer A, inner B: a request must satisfy both.
+        let app = Route::new().at(
+            "/r",
+            poem::get(admin)
+                .post(admin)
+                .with(BearerAuth::with_verifier(vb.clone()))
+                .with(BearerAuth::with_verifier(va.clone())),
+        );
+        let token_a = key_a.sign(&claims(&a.base));
+        let token_b = key_b.sign(&claims(&b.base));
+        let (status, body) = send(
+            &app,
+            Method::GET,
+            &[("Authorization", &format!("Bearer {token_a}"))],
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        let (status, _) = send(
+            &app,
+            Method::GET,
+            &[("Authorization", &format!("Bearer {token_b}"))],
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+        // B's issuer but another audience: A's claims do not carry it through.
+        let vb_other = Verifier::builder()
+            .issuer_url(&b.base)
+            .audience(["billing"])
+            .build()
+            .await
+            .unwrap();
+        let b_keys_a_token = Route::new().at(
+            "/r",
+            get(admin)
+                .with(BearerAuth::with_verifier(vb_other))
+                .with(BearerAuth::with_verifier(vb.clone())),
+        );
+        let (status, body) = send(
+            &b_keys_a_token,
+            Method::GET,
+            &[("Authorization", &format!("Bearer {token_b}"))],
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error_description"], "wrong audience");
+
+        // The same verifier nested twice: the claims are reused.
+        let same = Route::new().at(
+            "/r",
+            get(admin)
+                .with(require_role("user"))
+                .with(BearerAuth::with_verifier(vb.clone())),
+        );
+        let same = same.data(vb.clone());
+        let (status, body) = send(
+            &same,
+            Method::GET,
+            &[("Authorization", &format!("Bearer {token_b}"))],
+        )
+        .await;
+        assert_eq!((status, body), (StatusCode::OK, json!("admin user-1")));
+
+        // Claims some other code put in the extensions count for nothing.
+        let forged: Claims = serde_json::from_value(claims(&b.base)).unwrap();
+        let planted = Route::new()
+            .at("/r", get(anything).with(BearerAuth::new()))
+            .before(move |mut req| {
+                let forged = forged.clone();
+                async move {
+                    req.extensions_mut().insert(forged);
+                    Ok(req)
+                }
+            })
+            .data(vb.clone());
+        let (status, _) = send(&planted, Method::GET, &[]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, body) = send(
+            &planted,
+            Method::GET,
+            &[("Authorization", &format!("Bearer {token_b}"))],
+        )
+        .await;
+        assert_eq!((status, body), (StatusCode::OK, json!("ok user-1")));
+    }
+
+    #[tokio::test]
+    async fn cookie_transport_is_opt_in_and_needs_csrf_for_unsafe_methods() {
+        let key = TestKey::ed25519();
+        let server = TestServer::issuer(&[&key], 300).await;
+        let verifier = verifier_for(&server).await;
+        let route = || {
+            poem::get(admin)
+                .post(admin)
+                .put(admin)
+                .patch(admin)
+                .delete(admin)
+                .head(admin)
+        };
+        let off = Route::new().at(
+            "/r",
+            route().with(BearerAuth::with_verifier(verifier.clone())),
+        );
+        let on = Route::new().at(
+            "/r",
+            route().with(BearerAuth::with_verifier(verifier.clone()).cookie_transport()),
+        );
+        let mut bound = claims(&server.base);
+        bound["csrf"] = json!(csrf::binding("csrf-value-1"));
+        let token = key.sign(&bound);
+        let unbound = key.sign(&claims(&server.base));
+        let cookie = format!("theme=dark; {ACCESS_COOKIE}={token}");
+        let bearer = format!("Bearer {token}");
+
+        // Off: the cookie is not a credential.
+        let (status, _) = send(&off, Method::GET, &[("Cookie", &cookie)]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+        // On: safe methods by cookie alone.
+        let (status, _) = send(&on, Method::GET, &[("Cookie", &cookie)]).await;
+        assert_eq!(status, StatusCode::OK);
+        // Unsafe methods need the bound X-CSRF-Token.
+        for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+            for headers in [
+                vec![("Cookie", cookie.as_str())],
+                vec![
+                    ("Cookie", cookie.as_str()),
+                    ("X-CSRF-Token", "csrf-value-2"),
+                ],
+                vec![("Cookie", cookie.as_str()), ("X-CSRF-Token", "")],
+                vec![
+                    ("Cookie", cookie.as_str()),
+                    ("X-CSRF-Token", csrf::binding("csrf-value-1").as_str()),
+                ],
+                vec![
+                    ("Cookie", cookie.as_str()),
+                    ("X-CSRF-Token", "csrf-value-1"),
+                    ("X-CSRF-Token", "csrf-value-1"),
+                ],
+            ] {
+                let (status, body) = send(&on, method.clone(), &headers).await;
+                assert_eq!(status, StatusCode::FORBIDDEN, "{method} {headers:?}");
+                assert_eq!(body["error"], "csrf_failed");
+            }
+            let (status, _) = send(
+                &on,
+                method.clone(),
+                &[("Cookie", &cookie), ("X-CSRF-Token", "csrf-value-1")],
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{method}");
+            // A cookie token without a binding never passes.
+            let (status, _) = send(
+                &on,
+                method.clone(),
+                &[
+                    ("Cookie", &format!("{ACCESS_COOKIE}={unbound}")),
+                    ("X-CSRF-Token", "csrf-value-1"),
+                ],
+            )
+            .await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{method}");
+            // The bearer header is not subject to CSRF.
+            let (status, _) = send(&on, method.clone(), &[("Authorization", &bearer)]).await;
+            assert_eq!(status, StatusCode::OK, "{method}");
+        }
+        // A bad cookie token is a 401 before any CSRF question.
+        let (status, body) = send(
+            &on,
+            Method::POST,
+            &[("Cookie", &format!("{ACCESS_COOKIE}=a.b.c"))],
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"], "invalid_token");
+
+        // Credentials twice: 400 invalid_request.
+        for headers in [
+            vec![
+                ("Cookie", cookie.as_str()),
+                ("Authorization", bearer.as_str()),
+            ],
+            vec![
+                ("Authorization", bearer.as_str()),
+                ("Authorization", bearer.as_str()),
+            ],
+            vec![("Cookie", cookie.as_str()), ("Cookie", cookie.as_str())],
+        ] {
+            let (status, body) = send(&on, Method::GET, &headers).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{headers:?}");
+            assert_eq!(body["error"], "invalid_request");
+        }
+        // Two Authorization headers are refused with cookies off as well.
+        let (status, _) = send(
+            &off,
+            Method::GET,
+            &[("Authorization", &bearer), ("Authorization", &bearer)],
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+
+        // On the builder: the extractor reads the cookie too.
+        let with_cookies = Verifier::builder()
+            .issuer_url(&server.base)
+            .audience([AUD])
+            .cookie_transport()
+            .build()
+            .await
+            .unwrap();
+        let app = Route::new()
+            .at("/r", poem::get(anything).post(anything))
+            .data(with_cookies);
+        let (status, body) = send(&app, Method::GET, &[("Cookie", &cookie)]).await;
+        assert_eq!((status, body), (StatusCode::OK, json!("ok user-1")));
+        let (status, _) = send(&app, Method::POST, &[("Cookie", &cookie)]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = send(
+            &app,
+            Method::POST,
+            &[("Cookie", &cookie), ("X-CSRF-Token", "csrf-value-1")],
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
     }
 }

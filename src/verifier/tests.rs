@@ -1511,3 +1511,293 @@ fn claims_serialize_round_trip() {
     assert_eq!(v["exp"], json!(5));
     assert!(v.get("nbf").is_none());
 }
+
+// ---------------------------------------------------------------- refusals (M4, M5, L4, L5)
+
+mod hostile;
+
+/// A builder over a JWKS at `url` with a short fetch timeout.
+fn jwks_builder(url: &str) -> VerifierBuilder {
+    Verifier::builder()
+        .jwks_url(url)
+        .issuer("https://issuer.example")
+        .audience([AUD])
+        .http_timeout(Duration::from_millis(300))
+}
+
+#[tokio::test]
+async fn plain_http_key_sources_are_refused_off_loopback() {
+    for url in [
+        "http://auth.example.com/.well-known/jwks.json",
+        "http://10.0.0.1/jwks",
+        "http://[2001:db8::1]/jwks",
+        "http://localhost.evil.example/jwks",
+    ] {
+        let err = jwks_builder(url).build().await.unwrap_err();
+        assert!(matches!(err, BuildError::InsecureUrl(_)), "{url}: {err:?}");
+        let err = Verifier::builder()
+            .issuer_url(url)
+            .audience([AUD])
+            .build()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BuildError::InsecureUrl(_)), "{url}: {err:?}");
+    }
+    // Loopback hosts pass the check (and then fail to connect: port 1).
+    for url in [
+        "http://127.0.0.1:1/jwks",
+        "http://127.9.8.7:1/jwks",
+        "http://[::1]:1/jwks",
+        "http://LOCALHOST:1/jwks",
+    ] {
+        let err = jwks_builder(url).build().await.unwrap_err();
+        assert!(matches!(err, BuildError::Jwks(_)), "{url}: {err:?}");
+    }
+    // The loud opt-in lets plain HTTP through to the fetch.
+    let err = jwks_builder("http://auth.invalid/jwks")
+        .danger_accept_plain_http()
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BuildError::Jwks(_)), "{err:?}");
+    // Other schemes stay refused.
+    let err = jwks_builder("ftp://127.0.0.1/jwks")
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BuildError::InvalidOption(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn discovered_jwks_uri_must_be_safe_and_on_the_issuers_origin() {
+    let ed = TestKey::ed25519();
+    let issuer = TestServer::issuer(&[&ed], 300).await;
+    let elsewhere = TestServer::issuer(&[&ed], 300).await;
+    let build = |danger: bool| {
+        let builder = Verifier::builder().issuer_url(&issuer.base).audience([AUD]);
+        let builder = if danger {
+            builder.danger_accept_jwks_on_other_origin()
+        } else {
+            builder
+        };
+        builder.build()
+    };
+    let meta =
+        |jwks_uri: String| Reply::json(&json!({"issuer": issuer.base, "jwks_uri": jwks_uri}));
+
+    // Plain HTTP off loopback: refused even with the origin opt-in.
+    issuer.set(
+        "/.well-known/oauth-authorization-server",
+        meta("http://keys.example.com/jwks.json".into()),
+    );
+    let err = build(true).await.unwrap_err();
+    assert!(
+        matches!(&err, BuildError::Discovery(m) if m.contains("plain HTTP")),
+        "{err:?}"
+    );
+
+    // Another origin (same host, other port): refused unless opted in.
+    issuer.set(
+        "/.well-known/oauth-authorization-server",
+        meta(format!("{}/.well-known/jwks.json", elsewhere.base)),
+    );
+    let err = build(false).await.unwrap_err();
+    assert!(
+        matches!(&err, BuildError::Discovery(m) if m.contains("origin")),
+        "{err:?}"
+    );
+    assert_eq!(elsewhere.jwks_hits(), 0, "the foreign JWKS was fetched");
+    let v = build(true).await.unwrap();
+    assert_eq!(elsewhere.jwks_hits(), 1);
+    verify(&v, &ed.sign(&claims(&issuer.base))).await.unwrap();
+}
+
+#[tokio::test]
+async fn redirects_are_followed_only_within_the_origin() {
+    let ed = TestKey::ed25519();
+    let server = TestServer::issuer(&[&ed], 300).await;
+    let other = TestServer::issuer(&[&ed], 300).await;
+    // Same origin: followed.
+    server.set(
+        "/moved",
+        Reply::status(302).header("Location", "/.well-known/jwks.json"),
+    );
+    let v = jwks_builder(&format!("{}/moved", server.base))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(v.key_ids(), vec![ed.kid.clone()]);
+    // Another origin: not followed, the 302 fails the fetch.
+    server.set(
+        "/away",
+        Reply::status(302).header("Location", &format!("{}/.well-known/jwks.json", other.base)),
+    );
+    let err = jwks_builder(&format!("{}/away", server.base))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, BuildError::Jwks(m) if m.contains("302")),
+        "{err:?}"
+    );
+    assert_eq!(other.jwks_hits(), 0);
+    // A redirect loop within the origin stops after a few hops.
+    server.set("/loop", Reply::status(302).header("Location", "/loop"));
+    let err = jwks_builder(&format!("{}/loop", server.base))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BuildError::Jwks(_)), "{err:?}");
+    assert!(server.hits("/loop") <= 4, "{} hops", server.hits("/loop"));
+}
+
+#[tokio::test]
+async fn an_empty_audience_list_and_zero_refresh_bounds_are_build_errors() {
+    let ed = TestKey::ed25519();
+    let set: JwkSet = serde_json::from_value(jwks_of(&[&ed])).unwrap();
+    let base = || Verifier::builder().issuer("i");
+    assert_eq!(
+        base()
+            .audience(Vec::<String>::new())
+            .build_from_jwks(&set)
+            .unwrap_err(),
+        BuildError::EmptyAudience
+    );
+    assert!(matches!(
+        base().audience(["api", " "]).build_from_jwks(&set),
+        Err(BuildError::InvalidOption(_))
+    ));
+    assert!(matches!(
+        base().audience(Vec::<String>::new()).build_validator(),
+        Err(BuildError::EmptyAudience)
+    ));
+    // The explicit opt-in still means "any audience".
+    let any = base()
+        .danger_accept_any_audience()
+        .build_from_jwks(&set)
+        .unwrap();
+    let mut other = claims("i");
+    other["aud"] = json!("billing");
+    verify(&any, &ed.sign(&other)).await.unwrap();
+
+    // Zero refresh bounds: refused before any request goes out.
+    let server = TestServer::issuer(&[&ed], 300).await;
+    for (min, max) in [(0, 3600), (0, 0), (1, 0)] {
+        let err = Verifier::builder()
+            .issuer_url(&server.base)
+            .audience([AUD])
+            .refresh_bounds(Duration::from_secs(min), Duration::from_secs(max))
+            .build()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, BuildError::InvalidOption(_)),
+            "{min},{max}: {err:?}"
+        );
+    }
+    assert_eq!(server.total_hits(), 0);
+    let err = Verifier::builder()
+        .issuer_url(&server.base)
+        .audience(Vec::<String>::new())
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(err, BuildError::EmptyAudience);
+    assert_eq!(server.total_hits(), 0);
+}
+
+#[tokio::test]
+async fn failed_fetches_back_off_from_the_floor() {
+    let a = TestKey::ed25519();
+    let server = TestServer::issuer(&[&a], 0).await;
+    let (builder, clock) = clocked_builder(&server);
+    let v = builder
+        .refresh_bounds(Duration::from_secs(1), Duration::from_secs(3600))
+        .max_staleness(Duration::from_secs(600))
+        .build()
+        .await
+        .unwrap();
+    server.set("/.well-known/jwks.json", Reply::status(500));
+    // Fetched at t (attempt 1). Due at t+1: fails (1 failure, retry after
+    // 1 s), t+2 fails (retry after 2 s), t+4 fails (retry after 4 s), t+8.
+    let mut attempts = 1;
+    for (advance, fetches) in [
+        (1, true),
+        (1, true),
+        (1, false),
+        (1, true),
+        (3, false),
+        (1, true),
+    ] {
+        clock.advance(advance);
+        if fetches {
+            attempts += 1;
+            attempts_reach(&v, attempts).await;
+        } else {
+            let_the_refresher_look().await;
+            assert_eq!(v.inner.cache.attempts(), attempts, "fetched too early");
+        }
+    }
+    assert_eq!(server.jwks_hits(), 5);
+
+    // The backoff doubles from `min` and is capped at 5 min (or `max`).
+    let cache = &v.inner.cache;
+    let waits: Vec<i64> = (1..=11).map(|n| cache.retry_backoff(n)).collect();
+    assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+    assert_eq!(cache.retry_backoff(u32::MAX), 300);
+    // Defaults: from 30 s; and never above `max`.
+    server.publish(&[&a], 0);
+    let defaults = verifier_for(&server).await;
+    let waits: Vec<i64> = (1..=6)
+        .map(|n| defaults.inner.cache.retry_backoff(n))
+        .collect();
+    assert_eq!(waits, [30, 60, 120, 240, 300, 300]);
+    let low_max = Verifier::builder()
+        .issuer_url(&server.base)
+        .audience([AUD])
+        .refresh_bounds(Duration::from_secs(5), Duration::from_secs(20))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(low_max.inner.cache.retry_backoff(3), 20);
+}
+
+#[tokio::test]
+async fn a_revoked_key_is_dropped_at_the_next_successful_fetch() {
+    let kept = TestKey::ed25519();
+    let revoked = TestKey::ed25519();
+    let server = TestServer::issuer(&[&kept, &revoked], 300).await;
+    let v = verifier_for(&server).await;
+    let kept_token = kept.sign(&claims(&server.base));
+    let revoked_token = revoked.sign(&claims(&server.base));
+    verify(&v, &revoked_token).await.unwrap();
+
+    server.publish(&[&kept], 300);
+    v.refresh().await.unwrap();
+    assert_eq!(v.key_ids(), vec![kept.kid.clone()]);
+    assert_eq!(
+        verify(&v, &revoked_token).await.unwrap_err(),
+        VerifyError::UnknownKey
+    );
+    verify(&v, &kept_token).await.unwrap();
+}
+
+#[tokio::test]
+async fn by_default_cached_keys_stop_verifying_15_minutes_past_max_age() {
+    let a = TestKey::ed25519();
+    let server = TestServer::issuer(&[&a], 60).await;
+    let (builder, clock) = clocked_builder(&server);
+    let v = builder.build().await.unwrap();
+    // The issuer goes away (and the key with it, say it was revoked):
+    // fresh until t+60, usable until t+60+900.
+    server.stop();
+    verify(&v, &a.sign(&claims_at(&server.base, at(&clock))))
+        .await
+        .unwrap();
+    clock.advance(60 + 899);
+    let token = a.sign(&claims_at(&server.base, at(&clock)));
+    verify(&v, &token).await.unwrap();
+    clock.advance(1);
+    let err = verify(&v, &token).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+}
