@@ -106,7 +106,12 @@ fn api_service(
 
 /// All routes: the API, Swagger UI at `/docs`, the document at
 /// `/openapi.json`, with the body limit, tracing and error rendering.
-pub fn routes(state: Arc<HttpState>, server_url: &str) -> impl Endpoint<Output = Response> + use<> {
+/// `access_log`: one log line per request (`KEYTURN_ACCESS_LOG`).
+pub fn routes(
+    state: Arc<HttpState>,
+    server_url: &str,
+    access_log: bool,
+) -> impl Endpoint<Output = Response> + use<> {
     let metrics = Arc::clone(&state.metrics);
     let api = api_service(state, server_url);
     let docs = api.swagger_ui();
@@ -116,7 +121,7 @@ pub fn routes(state: Arc<HttpState>, server_url: &str) -> impl Endpoint<Output =
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .around(limit_body)
-        .with(Tracing)
+        .with_if(access_log, Tracing)
         .catch_all_error(error::render_poem_error)
         .around(no_store_on_oauth)
         .around(move |next, req| {
