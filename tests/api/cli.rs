@@ -320,6 +320,13 @@ fn serve(dir: &Path, env: &[(&str, &str)], log_name: &str) -> Served {
 }
 
 impl Served {
+    /// Until it answers a request: only then is its SIGTERM handler surely
+    /// installed (the banner is printed just before).
+    async fn wait_until_serving(&self) {
+        let health = reqwest::get(format!("{}/health", self.base)).await.unwrap();
+        assert_eq!(health.status(), 200);
+    }
+
     /// SIGTERM, as an operator stops it; returns what it logged.
     fn stop(mut self) -> String {
         let pid = self.child.id().to_string();
@@ -380,6 +387,7 @@ async fn the_first_start_says_where_to_go_and_the_second_does_not() {
     let env = store_env(dir.path());
     let first = serve(dir.path(), &pairs(&env), "first.log");
     let banner = first.banner.join("\n");
+    first.wait_until_serving().await;
     first.stop();
     let master = dir.path().join("keys").join("master.key");
     for needle in [
@@ -393,6 +401,7 @@ async fn the_first_start_says_where_to_go_and_the_second_does_not() {
     }
     let second = serve(dir.path(), &pairs(&env), "second.log");
     let banner = second.banner.join("\n");
+    second.wait_until_serving().await;
     second.stop();
     assert!(!banner.contains("First start"), "{banner}");
     assert!(!banner.contains("users add"), "{banner}");
