@@ -45,6 +45,38 @@ pub enum AppError {
     /// The token-check rules built from the settings.
     #[error("token validation: {0}")]
     Validation(#[from] crate::verifier::BuildError),
+    /// No master key where one must already exist.
+    #[error(
+        "no master key: {path} does not exist and KEYTURN_MASTER_KEY is unset (run `keyturn init` \
+         for a new store, or point KEYTURN_KEYS_DIR or KEYTURN_MASTER_KEY at this store's key)"
+    )]
+    NoMasterKey {
+        /// The key file looked for.
+        path: std::path::PathBuf,
+    },
+    /// The store holds data but its master key is not here; a new one
+    /// would seal keys nobody else can open.
+    #[error(
+        "the store already holds data but there is no master key at {path} and KEYTURN_MASTER_KEY \
+         is unset; refusing to make a new one (point KEYTURN_KEYS_DIR or KEYTURN_MASTER_KEY at \
+         this store's key)"
+    )]
+    MasterKeyMissingForStore {
+        /// The key file looked for.
+        path: std::path::PathBuf,
+    },
+    /// The master key is not the one the store was sealed with.
+    #[error(
+        "the master key from {source_name} is not the one this store is sealed with; refusing to \
+         start or write (point KEYTURN_KEYS_DIR or KEYTURN_MASTER_KEY at this store's key)"
+    )]
+    MasterKeyMismatch {
+        /// Where the wrong key came from.
+        source_name: String,
+    },
+    /// `keyturn init` on a store that is in use.
+    #[error("the store is already initialised (it has a master key check or data); nothing done")]
+    AlreadyInitialised,
     /// Binding the listener.
     #[error("cannot listen on {addr}: {error}")]
     Bind {
@@ -70,14 +102,111 @@ pub struct Services {
     pub clock: SharedClock,
 }
 
+/// Whether opening the services may make a new master key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MasterKeyUse {
+    /// `serve`: make `master.key` if there is none and the store is empty.
+    CreateForEmptyStore,
+    /// `init`: like `CreateForEmptyStore`, and refuse a store in use.
+    Initialise,
+    /// Every other command: the key must exist; nothing is created.
+    MustExist,
+}
+
+/// Where the master key comes from, for messages (never the key).
+pub fn master_key_location(settings: &Settings) -> String {
+    if settings.master_key.is_some() {
+        "KEYTURN_MASTER_KEY".to_owned()
+    } else {
+        let path = MasterKey::file_in(&settings.keys_dir);
+        std::path::absolute(&path)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    }
+}
+
+/// The master key from `KEYTURN_MASTER_KEY` or `keys_dir/master.key`, if
+/// either is there; reads no store and creates nothing.
+fn existing_master_key(settings: &Settings) -> Result<Option<MasterKey>, MasterKeyError> {
+    match &settings.master_key {
+        Some(encoded) => MasterKey::from_base64(encoded, "KEYTURN_MASTER_KEY").map(Some),
+        None => MasterKey::load(&settings.keys_dir),
+    }
+}
+
+/// The master key, checked against the store's check value (recorded on
+/// first use). A store without a check value that already holds keys (made
+/// before check values existed) must have a key the master opens.
+async fn open_master_key(
+    settings: &Settings,
+    store: &Store,
+    found: Option<MasterKey>,
+    usage: MasterKeyUse,
+    now: i64,
+) -> Result<MasterKey, AppError> {
+    let recorded = store.master_check().await?;
+    let fresh = recorded.is_none() && store.is_empty().await?;
+    if usage == MasterKeyUse::Initialise && !fresh {
+        return Err(AppError::AlreadyInitialised);
+    }
+    let path = MasterKey::file_in(&settings.keys_dir);
+    let master = match found {
+        Some(master) => master,
+        None if usage == MasterKeyUse::MustExist => return Err(AppError::NoMasterKey { path }),
+        None if !fresh => return Err(AppError::MasterKeyMissingForStore { path }),
+        None => MasterKey::create(&settings.keys_dir)?,
+    };
+    let mismatch = || AppError::MasterKeyMismatch {
+        source_name: master_key_location(settings),
+    };
+    let check = match recorded {
+        Some(check) => check,
+        None => {
+            let keys = store.list_keys().await?;
+            let sealed = keys
+                .iter()
+                .find_map(|row| Some((&row.kid, row.lifecycle.sealed()?)));
+            if let Some((kid, sealed)) = sealed
+                && master.open(kid, sealed).is_err()
+            {
+                return Err(mismatch());
+            }
+            store
+                .record_master_check(&master.check_value(), now)
+                .await?
+        }
+    };
+    if master.matches_check(&check) {
+        Ok(master)
+    } else {
+        Err(mismatch())
+    }
+}
+
 impl Services {
-    /// Opens the store (applying migrations) and the master key.
+    /// Opens the store (applying migrations) and the master key, which
+    /// must exist already (see [`MasterKeyUse::MustExist`]).
     pub async fn open(settings: &Settings, clock: SharedClock) -> Result<Self, AppError> {
+        Self::open_with(settings, clock, MasterKeyUse::MustExist).await
+    }
+
+    /// Opens the store and the master key as `usage` allows. Without a
+    /// master key where one must exist, the store is not even opened, so
+    /// nothing (no database file) is created.
+    pub async fn open_with(
+        settings: &Settings,
+        clock: SharedClock,
+        usage: MasterKeyUse,
+    ) -> Result<Self, AppError> {
+        let found = existing_master_key(settings)?;
+        if found.is_none() && usage == MasterKeyUse::MustExist {
+            return Err(AppError::NoMasterKey {
+                path: MasterKey::file_in(&settings.keys_dir),
+            });
+        }
         let store = Store::connect(&settings.database_url).await?;
-        let master = match &settings.master_key {
-            Some(encoded) => MasterKey::from_base64(encoded, "KEYTURN_MASTER_KEY")?,
-            None => MasterKey::load_or_create(&settings.keys_dir)?,
-        };
+        let master = open_master_key(settings, &store, found, usage, clock.now()).await?;
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         let policy = Policy {
             alg: settings.signing_alg,
@@ -109,6 +238,7 @@ pub struct Application {
     metrics: Arc<Metrics>,
     maintenance: Maintenance,
     background: AbortOnDrop,
+    first_start: bool,
 }
 
 /// Aborts the background loop when the application (or the future serving
@@ -132,7 +262,13 @@ impl Application {
         settings: Settings,
         clock: SharedClock,
     ) -> Result<Self, AppError> {
-        let services = Services::open(&settings, Arc::clone(&clock)).await?;
+        let services = Services::open_with(
+            &settings,
+            Arc::clone(&clock),
+            MasterKeyUse::CreateForEmptyStore,
+        )
+        .await?;
+        let first_start = services.store.list_keys().await?.is_empty();
         let metrics = Arc::new(Metrics::default());
         let keyring = KeyringHandle::default();
         let key_schedule = KeyScheduler::new(
@@ -213,7 +349,8 @@ impl Application {
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .unwrap_or(settings.bind);
-        let endpoint = poem::EndpointExt::boxed(http::routes(state, &settings.issuer));
+        let endpoint =
+            poem::EndpointExt::boxed(http::routes(state, &settings.issuer, settings.access_log));
         let maintenance = Maintenance {
             services: services.clone(),
             key_schedule,
@@ -229,6 +366,7 @@ impl Application {
             metrics,
             maintenance,
             background,
+            first_start,
         })
     }
 
@@ -236,6 +374,11 @@ impl Application {
     /// move the clock).
     pub fn maintenance(&self) -> &Maintenance {
         &self.maintenance
+    }
+
+    /// Whether this start created the keyset (the store had no keys).
+    pub fn first_start(&self) -> bool {
+        self.first_start
     }
 
     /// The bound address (the real port when built with port 0).

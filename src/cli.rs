@@ -8,13 +8,20 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
+use clap::{
+    Arg, ArgAction, ArgMatches, Args, CommandFactory as _, FromArgMatches, Parser, Subcommand,
+};
 use secrecy::SecretString;
+use serde_json::json;
 
 use crate::accounts::{NewClient, UserUpdate};
-use crate::app::{Application, Services};
+use crate::app::{Application, MasterKeyUse, Services, master_key_location};
 use crate::clock::SystemClock;
 use crate::config::{RawSettings, SETTINGS, SettingDef, Settings};
+
+pub mod output;
+
+use output::{OutputFormat, Table, print_json, time, unix_time};
 
 /// keyturn: an auth server with rotating asymmetric signing keys.
 #[derive(Debug, Parser)]
@@ -22,6 +29,9 @@ use crate::config::{RawSettings, SETTINGS, SettingDef, Settings};
 pub struct Cli {
     #[command(flatten)]
     settings: SettingFlags,
+    /// What list and show commands print.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t)]
+    output: OutputFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,12 +46,13 @@ struct SettingFlags {
 }
 
 impl SettingFlags {
-    fn resolve(&self) -> anyhow::Result<Settings> {
+    /// Every source, flags last, before parsing.
+    fn gather(&self) -> anyhow::Result<RawSettings> {
         let mut raw = RawSettings::gather(self.config.as_deref(), |k| std::env::var(k).ok())?;
         for (setting, value) in &self.flags {
             raw.set_flag(setting, value.clone());
         }
-        Ok(raw.parse()?)
+        Ok(raw)
     }
 }
 
@@ -120,8 +131,21 @@ impl FromArgMatches for SettingFlags {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the server.
+    /// Run the server (the first start on an empty store makes the master
+    /// key and the keys).
     Serve,
+    /// Make the master key for a new, empty store (instead of the first
+    /// `serve`); refuses a store in use.
+    Init,
+    /// Inspect the settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script, e.g. `keyturn completions bash > /etc/bash_completion.d/keyturn`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Manage users.
     #[command(subcommand)]
     Users(UsersCommand),
@@ -134,6 +158,13 @@ enum Command {
     /// Work with tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective settings and where each comes from (secrets
+    /// redacted); exit 1 on a bad value. Starts nothing.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,6 +291,31 @@ enum TokenCommand {
 /// Parses arguments and runs; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "keyturn",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
+    let raw = match cli.settings.gather() {
+        Ok(raw) => raw,
+        Err(err) => return fail(&err),
+    };
+    let settings = match raw.parse() {
+        Ok(settings) => settings,
+        Err(err) => return fail(&err.into()),
+    };
+    if let Command::Config(ConfigCommand::Check) = cli.command {
+        return match config_check(&raw, cli.output) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => fail(&err),
+        };
+    }
+    let serving = matches!(cli.command, Command::Serve);
+    let log = crate::telemetry::init(settings.log_format, if serving { "info" } else { "warn" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -270,13 +326,19 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli.command, cli.output, settings));
+    drop(runtime);
+    // Queued log lines come out before the error line.
+    drop(log);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {}", one_line(&err));
-            ExitCode::FAILURE
-        }
+        Err(err) => fail(&err),
     }
+}
+
+fn fail(err: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {}", one_line(err));
+    ExitCode::FAILURE
 }
 
 fn one_line(err: &anyhow::Error) -> String {
@@ -287,16 +349,16 @@ fn one_line(err: &anyhow::Error) -> String {
         .replace('\n', " ")
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = cli.settings.resolve()?;
-    let serving = matches!(cli.command, Command::Serve);
-    crate::telemetry::init(settings.log_format, if serving { "info" } else { "warn" });
-    match cli.command {
+async fn run(command: Command, output: OutputFormat, settings: Settings) -> anyhow::Result<()> {
+    match command {
         Command::Serve => serve(settings).await,
-        Command::Users(cmd) => users(&open(&settings).await?, cmd).await,
-        Command::Clients(cmd) => clients(&open(&settings).await?, cmd).await,
-        Command::Keys(cmd) => keys(&open(&settings).await?, cmd).await,
+        Command::Init => init(&settings).await,
+        Command::Users(cmd) => users(&open(&settings).await?, cmd, output).await,
+        Command::Clients(cmd) => clients(&open(&settings).await?, cmd, output).await,
+        Command::Keys(cmd) => keys(&open(&settings).await?, cmd, output).await,
         Command::Token(cmd) => token(&settings, cmd).await,
+        // Handled before the runtime starts.
+        Command::Config(_) | Command::Completions { .. } => Ok(()),
     }
 }
 
@@ -304,13 +366,67 @@ async fn open(settings: &Settings) -> anyhow::Result<Services> {
     Ok(Services::open(settings, Arc::new(SystemClock)).await?)
 }
 
+/// `config check`: every setting, its value as used and its source.
+fn config_check(raw: &RawSettings, output: OutputFormat) -> anyhow::Result<()> {
+    let shown: Vec<(&SettingDef, Option<(String, crate::config::Origin)>)> =
+        SETTINGS.iter().map(|s| (s, raw.shown(s))).collect();
+    match output {
+        OutputFormat::Json => print_json(
+            &shown
+                .iter()
+                .map(|(setting, value)| {
+                    json!({
+                        "setting": setting.name(),
+                        "env": setting.env(),
+                        "value": value.as_ref().map(|(v, _)| v),
+                        "source": value.as_ref().map_or("default".to_owned(), |(_, o)| o.to_string()),
+                    })
+                })
+                .collect::<Vec<_>>(),
+        ),
+        OutputFormat::Table => {
+            let mut table = Table::new(["SETTING", "VALUE", "SOURCE"]);
+            for (setting, value) in &shown {
+                let (value, source) = value
+                    .as_ref()
+                    .map_or(("(unset)".to_owned(), "default".to_owned()), |(v, o)| {
+                        (if v.is_empty() { "\"\"".to_owned() } else { v.clone() }, o.to_string())
+                    });
+                table.row([setting.env(), &value, &source]);
+            }
+            table.print();
+            Ok(())
+        }
+    }
+}
+
+async fn init(settings: &Settings) -> anyhow::Result<()> {
+    Services::open_with(settings, Arc::new(SystemClock), MasterKeyUse::Initialise).await?;
+    println!(
+        "initialised: master key at {}; keep it safe and private, then run `keyturn serve`",
+        master_key_location(settings)
+    );
+    Ok(())
+}
+
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let issuer = settings.issuer.clone();
+    let master = master_key_location(&settings);
     let app = Application::build(settings).await?;
     let addr = app.local_addr();
     tracing::info!(%addr, "keyturn listening");
     println!("keyturn listening on http://{addr} (issuer {issuer})");
-    println!("Swagger UI: http://{addr}/docs   JWKS: http://{addr}/.well-known/jwks.json");
+    if app.first_start() {
+        println!("First start: created the master key check and the signing keys.");
+        println!("  Swagger UI:    {issuer}/docs");
+        println!("  JWKS:          {issuer}/.well-known/jwks.json");
+        println!(
+            "  Add an admin:  keyturn users add admin --role admin   (same settings as this server)"
+        );
+        println!("  Master key:    {master}   (back it up; without it no key opens)");
+    } else {
+        println!("Swagger UI: http://{addr}/docs   JWKS: http://{addr}/.well-known/jwks.json");
+    }
     app.run_until_stopped().await.context("server failed")
 }
 
@@ -339,7 +455,7 @@ fn read_password(from_stdin: bool) -> anyhow::Result<SecretString> {
     Ok(SecretString::from(first))
 }
 
-async fn users(services: &Services, cmd: UsersCommand) -> anyhow::Result<()> {
+async fn users(services: &Services, cmd: UsersCommand, output: OutputFormat) -> anyhow::Result<()> {
     let accounts = &services.accounts;
     match cmd {
         UsersCommand::Add {
@@ -352,15 +468,36 @@ async fn users(services: &Services, cmd: UsersCommand) -> anyhow::Result<()> {
             println!("created user {} (id {})", user.username, user.id);
         }
         UsersCommand::List => {
-            println!("{:<24} {:<36} {:<8} ROLES", "USERNAME", "ID", "STATUS");
-            for user in accounts.list().await? {
-                println!(
-                    "{:<24} {:<36} {:<8} {}",
-                    user.username,
-                    user.id,
-                    if user.disabled { "disabled" } else { "active" },
-                    user.roles.join(",")
-                );
+            let users = accounts.list().await?;
+            let status = |disabled: bool| if disabled { "disabled" } else { "active" };
+            match output {
+                OutputFormat::Json => print_json(
+                    &users
+                        .iter()
+                        .map(|u| {
+                            json!({
+                                "id": u.id,
+                                "username": u.username,
+                                "roles": u.roles,
+                                "status": status(u.disabled),
+                                "created_at": unix_time(u.created_at),
+                            })
+                        })
+                        .collect::<Vec<_>>(),
+                )?,
+                OutputFormat::Table => {
+                    let mut table = Table::new(["USERNAME", "ID", "STATUS", "CREATED", "ROLES"]);
+                    for u in &users {
+                        table.row([
+                            u.username.as_str(),
+                            &u.id,
+                            status(u.disabled),
+                            &unix_time(u.created_at),
+                            &u.roles.join(","),
+                        ]);
+                    }
+                    table.print();
+                }
             }
         }
         UsersCommand::SetRoles { name, roles } => {
@@ -422,7 +559,11 @@ async fn set_disabled(services: &Services, name: &str, disabled: bool) -> anyhow
     Ok(())
 }
 
-async fn clients(services: &Services, cmd: ClientsCommand) -> anyhow::Result<()> {
+async fn clients(
+    services: &Services,
+    cmd: ClientsCommand,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
     use secrecy::ExposeSecret as _;
     let clients = &services.clients;
     match cmd {
@@ -445,24 +586,39 @@ async fn clients(services: &Services, cmd: ClientsCommand) -> anyhow::Result<()>
             eprintln!("(the secret is shown only once; store it now)");
         }
         ClientsCommand::List => {
-            println!(
-                "{:<32} {:<20} {:<36} {:<24} SCOPES",
-                "CLIENT_ID", "CREATED", "GRANTS", "AUDIENCE"
-            );
-            for client in clients.list().await? {
-                let created = chrono::DateTime::from_timestamp(client.created_at, 0).map_or_else(
-                    || "-".to_owned(),
-                    |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                );
-                let grants: Vec<&str> = client.grant_types.iter().map(|g| g.as_str()).collect();
-                println!(
-                    "{:<32} {:<20} {:<36} {:<24} {}",
-                    client.id,
-                    created,
-                    grants.join(","),
-                    client.audience.as_deref().unwrap_or("(default)"),
-                    client.scopes.join(" ")
-                );
+            let list = clients.list().await?;
+            let grants = |c: &crate::accounts::Client| -> Vec<&str> {
+                c.grant_types.iter().map(|g| g.as_str()).collect()
+            };
+            match output {
+                OutputFormat::Json => print_json(
+                    &list
+                        .iter()
+                        .map(|c| {
+                            json!({
+                                "client_id": c.id,
+                                "created_at": unix_time(c.created_at),
+                                "grant_types": grants(c),
+                                "audience": c.audience,
+                                "scopes": c.scopes,
+                            })
+                        })
+                        .collect::<Vec<_>>(),
+                )?,
+                OutputFormat::Table => {
+                    let mut table =
+                        Table::new(["CLIENT_ID", "CREATED", "GRANTS", "AUDIENCE", "SCOPES"]);
+                    for c in &list {
+                        table.row([
+                            c.id.as_str(),
+                            &unix_time(c.created_at),
+                            &grants(c).join(","),
+                            c.audience.as_deref().unwrap_or("(default)"),
+                            &c.scopes.join(" "),
+                        ]);
+                    }
+                    table.print();
+                }
             }
         }
         ClientsCommand::RotateSecret { id } => {
@@ -479,10 +635,10 @@ async fn clients(services: &Services, cmd: ClientsCommand) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn keys(services: &Services, cmd: KeysCommand) -> anyhow::Result<()> {
+async fn keys(services: &Services, cmd: KeysCommand, output: OutputFormat) -> anyhow::Result<()> {
     let now = services.clock.now();
     match cmd {
-        KeysCommand::List => print_keys(services).await?,
+        KeysCommand::List => print_keys(services, output).await?,
         KeysCommand::Jwks => {
             let jwks = services.keys.jwks().await?;
             println!("{}", String::from_utf8_lossy(&jwks.body));
@@ -490,12 +646,12 @@ async fn keys(services: &Services, cmd: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Rotate { force } => {
             services.keys.rotate(now, force).await?;
             println!("rotated; running servers pick it up within seconds");
-            print_keys(services).await?;
+            print_keys(services, output).await?;
         }
         KeysCommand::Revoke { kid } => {
             services.keys.revoke(&kid, now).await?;
             println!("revoked {kid}; running servers refuse its tokens within seconds");
-            print_keys(services).await?;
+            print_keys(services, output).await?;
         }
         KeysCommand::Import { pem_file } => {
             let pem = std::fs::read_to_string(&pem_file)
@@ -507,32 +663,49 @@ async fn keys(services: &Services, cmd: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn print_keys(services: &Services) -> anyhow::Result<()> {
+async fn print_keys(services: &Services, output: OutputFormat) -> anyhow::Result<()> {
     let info = services.keys.list(services.clock.now()).await?;
-    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
-        t.map_or_else(
-            || "-".to_owned(),
-            |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        )
-    };
-    println!(
-        "{:<44} {:<6} {:<8} {:<20} {:<20} {:<20} PRUNE",
-        "KID", "ALG", "STATE", "PUBLISHED", "ACTIVATED", "RETIRED/REVOKED"
-    );
-    for key in info.keys {
-        println!(
-            "{:<44} {:<6} {:<8} {:<20} {:<20} {:<20} {}",
-            key.kid,
-            key.alg,
-            key.state,
-            time(Some(key.published_at)),
-            time(key.activated_at),
-            time(key.revoked_at.or(key.retired_at)),
-            time(key.prune_at),
-        );
+    match output {
+        OutputFormat::Json => print_json(&json!({
+            "keys": info.keys.iter().map(|k| json!({
+                "kid": k.kid,
+                "alg": k.alg.to_string(),
+                "state": k.state.as_str(),
+                "created_at": time(Some(k.created_at)),
+                "published_at": time(Some(k.published_at)),
+                "activated_at": k.activated_at.map(|t| time(Some(t))),
+                "retired_at": k.retired_at.map(|t| time(Some(t))),
+                "revoked_at": k.revoked_at.map(|t| time(Some(t))),
+                "prune_at": k.prune_at.map(|t| time(Some(t))),
+            })).collect::<Vec<_>>(),
+            "next_rotation_at": info.next_rotation_at.map(|t| time(Some(t))),
+        })),
+        OutputFormat::Table => {
+            let mut table = Table::new([
+                "KID",
+                "ALG",
+                "STATE",
+                "PUBLISHED",
+                "ACTIVATED",
+                "RETIRED/REVOKED",
+                "PRUNE",
+            ]);
+            for key in &info.keys {
+                table.row([
+                    key.kid.clone(),
+                    key.alg.to_string(),
+                    key.state.to_string(),
+                    time(Some(key.published_at)),
+                    time(key.activated_at),
+                    time(key.revoked_at.or(key.retired_at)),
+                    time(key.prune_at),
+                ]);
+            }
+            table.print();
+            println!("next rotation: {}", time(info.next_rotation_at));
+            Ok(())
+        }
     }
-    println!("next rotation: {}", time(info.next_rotation_at));
-    Ok(())
 }
 
 async fn token(settings: &Settings, cmd: TokenCommand) -> anyhow::Result<()> {

@@ -44,6 +44,14 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
     },
+    /// The config file holds a secret but others may read it.
+    #[error("{path} holds {key} but is readable by group or others; run chmod 600 on it")]
+    ExposedSecret {
+        /// The file.
+        path: PathBuf,
+        /// The secret's key in the file.
+        key: &'static str,
+    },
     /// The config file could not be read or parsed.
     #[error("cannot read config file {path}: {reason}")]
     File {
@@ -470,7 +478,46 @@ impl RawSettings {
             };
             self.set(setting, text, Origin::File);
         }
+        if let Some(key) = self.secret_from_file()
+            && readable_by_others(path)
+        {
+            return Err(ConfigError::ExposedSecret {
+                path: path.to_owned(),
+                key,
+            });
+        }
         Ok(())
+    }
+
+    /// The first setting taken from the file that is a secret or holds one
+    /// (a database URL with a password).
+    fn secret_from_file(&self) -> Option<&'static str> {
+        SETTINGS.iter().map(SettingDef::name).find(|name| {
+            self.values.get(name).is_some_and(|(value, origin)| {
+                *origin == Origin::File
+                    && (SettingDef::find(name).is_some_and(SettingDef::secret)
+                        || url_password(value).is_some())
+            })
+        })
+    }
+
+    /// The value of `setting` as text, as it will be used, and where it
+    /// came from; `None` if no source sets it. Secrets, and the password of
+    /// a database URL, are replaced by `[redacted]`.
+    pub fn shown(&self, setting: &SettingDef) -> Option<(String, Origin)> {
+        let (value, origin) = self.values.get(setting.name)?;
+        let shown = if setting.secret {
+            "[redacted]".to_owned()
+        } else if let Some(password) = url_password(value) {
+            format!(
+                "{}[redacted]{}",
+                &value[..password.start],
+                &value[password.end..]
+            )
+        } else {
+            value.trim().to_owned()
+        };
+        Some((shown, *origin))
     }
 
     /// Overrides one setting from a command-line flag.
@@ -519,6 +566,28 @@ impl RawSettings {
         parse(if secret { value } else { value.trim() })
             .map_err(|reason| self.invalid(name, reason))
     }
+}
+
+/// Where the password is in a `scheme://user:password@host/…` URL.
+fn url_password(url: &str) -> Option<std::ops::Range<usize>> {
+    let start = url.find("://")? + 3;
+    let authority_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    let at = url[start..authority_end].rfind('@')? + start;
+    let colon = url[start..at].find(':')? + start;
+    (colon + 1 < at).then_some(colon + 1..at)
+}
+
+#[cfg(unix)]
+fn readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+}
+
+#[cfg(not(unix))]
+fn readable_by_others(_path: &Path) -> bool {
+    false
 }
 
 fn non_empty(v: &str) -> Result<&str, String> {
@@ -803,6 +872,44 @@ mod tests {
         assert!(!debug.contains("c2VjcmV0"), "{debug}");
         assert!(debug.contains("master_key"), "{debug}");
         assert!(debug.contains("127.0.0.1:8080"), "{debug}");
+    }
+
+    #[test]
+    fn database_passwords_are_found_and_redacted() {
+        assert_eq!(url_password("postgres://u:pw@h/db"), Some(13..15));
+        assert_eq!(url_password("postgres://u@h/db"), None);
+        assert_eq!(url_password("postgres://h:5432/db"), None);
+        assert_eq!(url_password("sqlite://data/a:b@c.db"), None);
+        let raw = RawSettings::gather(
+            None,
+            env_of(&[("KEYTURN_DATABASE_URL", "postgres://u:s3cret@h/db")]),
+        )
+        .unwrap();
+        let (shown, origin) = raw.shown(setting("database_url")).unwrap();
+        assert_eq!(shown, "postgres://u:[redacted]@h/db");
+        assert_eq!(origin, Origin::Environment);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_with_a_secret_must_be_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keyturn.toml");
+        for body in [
+            "master_key = \"c2VjcmV0\"\n",
+            "database_url = \"postgres://u:pw@h/db\"\n",
+        ] {
+            std::fs::write(&file, body).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+            let err = RawSettings::gather(Some(&file), env_of(&[])).unwrap_err();
+            assert!(err.to_string().contains("chmod 600"), "{err}");
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            RawSettings::gather(Some(&file), env_of(&[])).unwrap();
+        }
+        std::fs::write(&file, "leeway = \"5s\"\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        RawSettings::gather(Some(&file), env_of(&[])).expect("no secret, no refusal");
     }
 
     #[test]

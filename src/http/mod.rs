@@ -123,7 +123,12 @@ fn api_service(
 
 /// All routes: the API, Swagger UI at `/docs`, the document at
 /// `/openapi.json`, with the body limit, tracing and error rendering.
-pub fn routes(state: Arc<HttpState>, server_url: &str) -> impl Endpoint<Output = Response> + use<> {
+/// `access_log`: one log line per request (`KEYTURN_ACCESS_LOG`).
+pub fn routes(
+    state: Arc<HttpState>,
+    server_url: &str,
+    access_log: bool,
+) -> impl Endpoint<Output = Response> + use<> {
     let metrics = Arc::clone(&state.metrics);
     let cookies = state.cookies.clone();
     let cors = state.cors.clone();
@@ -137,7 +142,7 @@ pub fn routes(state: Arc<HttpState>, server_url: &str) -> impl Endpoint<Output =
         .around(limit_body)
         .around(headers::limit_headers)
         .data(cookies)
-        .with(Tracing)
+        .with_if(access_log, Tracing)
         .catch_all_error(error::render_poem_error)
         .with(cors)
         .around(headers::security_headers)

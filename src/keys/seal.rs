@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::hmac;
 use ring::rand::{SecureRandom as _, SystemRandom};
 use secrecy::{ExposeSecret as _, SecretBox, SecretString};
 use zeroize::Zeroizing;
@@ -17,6 +18,8 @@ use zeroize::Zeroizing;
 use super::KeyError;
 
 const FORMAT_V1: u8 = 1;
+/// What the key check value authenticates (see [`MasterKey::check_value`]).
+const CHECK_LABEL: &[u8] = b"keyturn master key check v1";
 /// File name of the generated master key inside `KEYTURN_KEYS_DIR`.
 pub const MASTER_KEY_FILE: &str = "master.key";
 
@@ -86,35 +89,78 @@ impl MasterKey {
         Ok(Self(SecretBox::new(Box::new(array))))
     }
 
-    /// Reads `dir/master.key`, creating it (mode 0600, 32 random bytes) on
-    /// first start.
+    /// Reads `dir/master.key`, creating it (mode 0600, 32 random bytes) if
+    /// it does not exist. Only for a new store: see [`MasterKey::load`].
     pub fn load_or_create(dir: &Path) -> Result<Self, MasterKeyError> {
+        match Self::load(dir)? {
+            Some(key) => Ok(key),
+            None => Self::create(dir),
+        }
+    }
+
+    /// Where the key file of `dir` is.
+    pub fn file_in(dir: &Path) -> PathBuf {
+        dir.join(MASTER_KEY_FILE)
+    }
+
+    /// Reads `dir/master.key`; `None` if it does not exist (nothing is
+    /// created).
+    pub fn load(dir: &Path) -> Result<Option<Self>, MasterKeyError> {
+        let path = dir.join(MASTER_KEY_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                warn_if_readable_by_others(&path);
+                Self::from_base64(&SecretString::from(text), &path.display().to_string()).map(Some)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(MasterKeyError::Io { path, error }),
+        }
+    }
+
+    /// Creates `dir/master.key` (mode 0600, 32 random bytes); fails if it
+    /// exists.
+    pub fn create(dir: &Path) -> Result<Self, MasterKeyError> {
         let path = dir.join(MASTER_KEY_FILE);
         let io = |error| MasterKeyError::Io {
             path: path.clone(),
             error,
         };
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                warn_if_readable_by_others(&path);
-                Self::from_base64(&SecretString::from(text), &path.display().to_string())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir).map_err(io)?;
-                let mut bytes = Zeroizing::new([0u8; 32]);
-                SystemRandom::new()
-                    .fill(bytes.as_mut())
-                    .map_err(|_| io(std::io::Error::other("no system randomness")))?;
-                let encoded = Zeroizing::new(B64.encode(bytes.as_ref()));
-                let mut file = create_private_file(&path).map_err(io)?;
-                file.write_all(encoded.as_bytes()).map_err(io)?;
-                file.write_all(b"\n").map_err(io)?;
-                file.sync_all().map_err(io)?;
-                tracing::info!(path = %path.display(), "created a new master key");
-                Ok(Self(SecretBox::new(Box::new(*bytes))))
-            }
-            Err(e) => Err(io(e)),
-        }
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        SystemRandom::new()
+            .fill(bytes.as_mut())
+            .map_err(|_| io(std::io::Error::other("no system randomness")))?;
+        let encoded = Zeroizing::new(B64.encode(bytes.as_ref()));
+        let mut file = create_private_file(&path).map_err(io)?;
+        file.write_all(encoded.as_bytes()).map_err(io)?;
+        file.write_all(b"\n").map_err(io)?;
+        file.sync_all().map_err(io)?;
+        tracing::info!(path = %path.display(), "created a new master key");
+        Ok(Self(SecretBox::new(Box::new(*bytes))))
+    }
+
+    /// A value the store keeps to recognise this key without holding it:
+    /// HMAC-SHA256 of a fixed label under the key, base64. Learning it tells
+    /// nothing about the key.
+    pub fn check_value(&self) -> String {
+        B64.encode(self.check_tag().as_ref())
+    }
+
+    /// Whether `stored` (from [`MasterKey::check_value`]) was made by this
+    /// key; compared in constant time.
+    pub fn matches_check(&self, stored: &str) -> bool {
+        let Ok(stored) = B64.decode(stored.trim()) else {
+            return false;
+        };
+        hmac::verify(&self.check_key(), CHECK_LABEL, &stored).is_ok()
+    }
+
+    fn check_key(&self) -> hmac::Key {
+        hmac::Key::new(hmac::HMAC_SHA256, self.0.expose_secret())
+    }
+
+    fn check_tag(&self) -> hmac::Tag {
+        hmac::sign(&self.check_key(), CHECK_LABEL)
     }
 
     fn aead(&self) -> LessSafeKey {
@@ -238,6 +284,26 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn check_value_recognises_only_its_key() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        assert!(
+            MasterKey::load(a.path()).unwrap().is_none(),
+            "nothing created"
+        );
+        assert!(!a.path().join(MASTER_KEY_FILE).exists());
+        let key_a = MasterKey::create(a.path()).unwrap();
+        let key_b = MasterKey::create(b.path()).unwrap();
+        let check = key_a.check_value();
+        assert!(key_a.matches_check(&check));
+        assert!(!key_b.matches_check(&check));
+        assert!(!key_a.matches_check("not base64!"));
+        let encoded = std::fs::read_to_string(a.path().join(MASTER_KEY_FILE)).unwrap();
+        assert!(!check.contains(encoded.trim()), "never the key itself");
+        assert!(MasterKey::create(a.path()).is_err(), "never overwritten");
     }
 
     #[test]

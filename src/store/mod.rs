@@ -9,6 +9,7 @@
 
 mod clients;
 mod keys;
+mod master;
 mod tokens;
 mod users;
 

@@ -18,6 +18,7 @@ fn bad_value(setting: &SettingDef) -> &'static str {
     match setting.name() {
         "master_key" => "not base64!",
         "trusted_proxies" => "not-an-address",
+        // Empty means "none" for these two.
         "cookie_domain" => "exa mple.com",
         "cors_origins" => "*",
         _ => "",
@@ -69,6 +70,13 @@ fn keyturn(app: &TestApp, file: &[(&str, &str)], env: &[(&str, &str)], args: &[&
         }
         let path = dir.path().join("keyturn.toml");
         std::fs::write(&path, table.to_string()).expect("write keyturn.toml");
+        // It may hold the master key: private, or it is refused.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod keyturn.toml");
+        }
         command.arg("--config").arg(path);
     }
     command.args(args).output().expect("keyturn runs")
@@ -177,6 +185,45 @@ async fn help_lists_every_flag_with_its_variable() {
                 assert!(help.contains(&format!("[{}]", setting.env())), "{help}");
             }
             None => assert!(!help.contains(setting.env()), "{help}"),
+        }
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_config_file_with_a_secret_that_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("keyturn.toml");
+    let key = good_value(&app, SettingDef::find("master_key").expect("master_key"));
+    for body in [
+        format!("master_key = \"{key}\"\n"),
+        "database_url = \"postgres://keyturn:hunter2@127.0.0.1/keyturn\"\n".to_owned(),
+    ] {
+        std::fs::write(&path, &body).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        for args in [&["keys", "list"][..], &["serve"][..]] {
+            let out = Command::new(env!("CARGO_BIN_EXE_keyturn"))
+                .env_clear()
+                .envs(
+                    app.env
+                        .iter()
+                        .filter(|(k, _)| k != "KEYTURN_DATABASE_URL")
+                        .map(|(k, v)| (k.as_str(), v.as_str())),
+                )
+                .arg("--config")
+                .arg(&path)
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("keyturn runs");
+            assert_refused(&out, "is readable by group or others; run chmod 600", &body);
+            let printed = format!("{}{}", text(&out.stdout), text(&out.stderr));
+            assert!(
+                !printed.contains(&key) && !printed.contains("hunter2"),
+                "{printed}"
+            );
         }
     }
 }
