@@ -43,11 +43,23 @@ const RETRY_AFTER_UNAVAILABLE: &str = "2";
 
 /// The error body of every failed request (RFC 6749 §5.2 shape).
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct ErrorBody {
     /// Machine-readable code, e.g. `invalid_request`, `invalid_token`.
     pub error: String,
     /// Human-readable explanation, safe to show.
     pub error_description: String,
+}
+
+impl poem_openapi::types::Example for ErrorBody {
+    /// What Swagger UI shows for every error response (one schema serves
+    /// them all, so the example is the most common one).
+    fn example() -> Self {
+        ErrorBody {
+            error: "invalid_request".to_owned(),
+            error_description: "the request body is not valid JSON".to_owned(),
+        }
+    }
 }
 
 fn body(error: &str, description: impl Into<String>) -> Json<ErrorBody> {

@@ -24,8 +24,10 @@ pub use error::{ApiError, ErrorBody, OAuthError};
 use std::sync::Arc;
 use std::time::Duration;
 
+use poem::endpoint::make_sync;
 use poem::http::StatusCode;
 use poem::middleware::Tracing;
+use poem::web::Html;
 use poem::web::headers::{ContentLength, HeaderMapExt as _};
 use poem::{Endpoint, EndpointExt as _, IntoResponse, Request, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
@@ -121,6 +123,33 @@ fn api_service(
     .server(server_url.to_owned())
 }
 
+/// The tags in the order a newcomer reads them: log in first.
+const TAG_ORDER: [&str; 5] = ["Auth", "OAuth", "Keys", "Admin", "Health"];
+
+/// poem-openapi lists tags alphabetically (`Admin` first); Swagger UI shows
+/// them in the document's order, so the document is rewritten once at start
+/// with its `tags` in [`TAG_ORDER`] (any other tag after them). The rest of
+/// the document is unchanged, but its object keys come out sorted.
+fn tags_in_reading_order(spec: &str) -> String {
+    let Ok(mut document) = serde_json::from_str::<serde_json::Value>(spec) else {
+        return spec.to_owned();
+    };
+    if let Some(tags) = document
+        .get_mut("tags")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        let rank = |tag: &serde_json::Value| {
+            let name = tag.get("name").and_then(serde_json::Value::as_str);
+            TAG_ORDER
+                .iter()
+                .position(|known| Some(*known) == name)
+                .unwrap_or(TAG_ORDER.len())
+        };
+        tags.sort_by_key(rank);
+    }
+    serde_json::to_string_pretty(&document).unwrap_or_else(|_| spec.to_owned())
+}
+
 /// All routes: the API, Swagger UI at `/docs`, the document at
 /// `/openapi.json`, with the body limit, tracing and error rendering.
 /// `access_log`: one log line per request (`KEYTURN_ACCESS_LOG`).
@@ -133,12 +162,25 @@ pub fn routes(
     let cookies = state.cookies.clone();
     let cors = state.cors.clone();
     let api = api_service(state, server_url);
-    let docs = api.swagger_ui();
-    let spec = api.spec_endpoint();
+    let spec = api.spec();
+    let document = tags_in_reading_order(&spec);
+    // The Swagger UI page embeds the document it shows: swap in the
+    // reordered one so `/docs` and `/openapi.json` agree.
+    let page = api.swagger_ui_html().replacen(&spec, &document, 1);
     Route::new()
         .nest("/", api)
-        .nest("/docs", docs)
-        .at("/openapi.json", spec)
+        .nest(
+            "/docs",
+            Route::new().at("/", make_sync(move |_| Html(page.clone()))),
+        )
+        .at(
+            "/openapi.json",
+            make_sync(move |_| {
+                Response::builder()
+                    .content_type("application/json")
+                    .body(document.clone())
+            }),
+        )
         .around(limit_body)
         .around(headers::limit_headers)
         .data(cookies)

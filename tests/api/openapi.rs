@@ -163,3 +163,44 @@ async fn swagger_ui_is_served() {
     assert!(html.contains("swagger-ui"), "Swagger UI page");
     assert!(html.contains("SwaggerUIBundle"));
 }
+
+/// Swagger UI shows tags in the document's order: `Auth` (log in) first, in
+/// `/openapi.json` and in the document `/docs` embeds. Failed on the old
+/// `main`, where poem-openapi's alphabetical order put `Admin` first.
+#[tokio::test]
+async fn the_auth_tag_comes_first_in_the_document_and_the_page() {
+    let app = spawn_app().await;
+    let doc: Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    let names: Vec<&str> = doc["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tag| tag["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Auth", "OAuth", "Keys", "Admin", "Health"]);
+    let page = app.get("/docs", None).await.text().await.unwrap();
+    let position = |name: &str| {
+        page.find(&format!("\"name\": \"{name}\""))
+            .unwrap_or_else(|| panic!("the page's document has the tag {name}"))
+    };
+    assert!(position("Auth") < position("OAuth"));
+    assert!(position("OAuth") < position("Admin"));
+    let page_slash = app.get("/docs/", None).await;
+    assert_eq!(page_slash.status(), 200);
+}
+
+/// Error responses document a real example, not Swagger's `"string"`.
+/// Failed on the old `main`.
+#[tokio::test]
+async fn error_bodies_have_a_realistic_example() {
+    let app = spawn_app().await;
+    let doc: Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    let example = &doc["components"]["schemas"]["ErrorBody"]["example"];
+    assert_eq!(example["error"], "invalid_request", "{example}");
+    assert!(
+        example["error_description"]
+            .as_str()
+            .is_some_and(|text| text.len() > 10),
+        "{example}"
+    );
+}
