@@ -186,6 +186,11 @@ enum ClientsCommand {
     },
     /// List clients (never their secrets).
     List,
+    /// One client (never its secret).
+    Show {
+        /// Client id.
+        id: String,
+    },
     /// Give a client a new secret (printed once); the old one and every
     /// token issued with it are refused from then on.
     RotateSecret {
@@ -215,6 +220,11 @@ enum UsersCommand {
     },
     /// List users.
     List,
+    /// One user.
+    Show {
+        /// Username.
+        name: String,
+    },
     /// Replace a user's roles.
     SetRoles {
         /// Username.
@@ -252,6 +262,11 @@ enum UsersCommand {
 enum KeysCommand {
     /// List keys with their states and timestamps (no private material).
     List,
+    /// One key, with its state and timestamps (no private material).
+    Show {
+        /// The key id.
+        kid: String,
+    },
     /// Print the public JWKS.
     Jwks,
     /// Rotate now: next → current, current → retired, a new next.
@@ -467,38 +482,10 @@ async fn users(services: &Services, cmd: UsersCommand, output: OutputFormat) -> 
             let user = accounts.create(&name, &password, roles).await?;
             println!("created user {} (id {})", user.username, user.id);
         }
-        UsersCommand::List => {
-            let users = accounts.list().await?;
-            let status = |disabled: bool| if disabled { "disabled" } else { "active" };
-            match output {
-                OutputFormat::Json => print_json(
-                    &users
-                        .iter()
-                        .map(|u| {
-                            json!({
-                                "id": u.id,
-                                "username": u.username,
-                                "roles": u.roles,
-                                "status": status(u.disabled),
-                                "created_at": unix_time(u.created_at),
-                            })
-                        })
-                        .collect::<Vec<_>>(),
-                )?,
-                OutputFormat::Table => {
-                    let mut table = Table::new(["USERNAME", "ID", "STATUS", "CREATED", "ROLES"]);
-                    for u in &users {
-                        table.row([
-                            u.username.as_str(),
-                            &u.id,
-                            status(u.disabled),
-                            &unix_time(u.created_at),
-                            &u.roles.join(","),
-                        ]);
-                    }
-                    table.print();
-                }
-            }
+        UsersCommand::List => print_users(&accounts.list().await?, output)?,
+        UsersCommand::Show { name } => {
+            let user = accounts.get(&name).await?;
+            print_users(std::slice::from_ref(&user), output)?;
         }
         UsersCommand::SetRoles { name, roles } => {
             let user = accounts
@@ -545,6 +532,41 @@ async fn users(services: &Services, cmd: UsersCommand, output: OutputFormat) -> 
     Ok(())
 }
 
+/// `users list` and `users show`: one table or JSON shape for both.
+fn print_users(users: &[crate::accounts::User], output: OutputFormat) -> anyhow::Result<()> {
+    let status = |disabled: bool| if disabled { "disabled" } else { "active" };
+    match output {
+        OutputFormat::Json => print_json(
+            &users
+                .iter()
+                .map(|u| {
+                    json!({
+                        "id": u.id,
+                        "username": u.username,
+                        "roles": u.roles,
+                        "status": status(u.disabled),
+                        "created_at": unix_time(u.created_at),
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )?,
+        OutputFormat::Table => {
+            let mut table = Table::new(["USERNAME", "ID", "STATUS", "CREATED", "ROLES"]);
+            for u in users {
+                table.row([
+                    u.username.as_str(),
+                    &u.id,
+                    status(u.disabled),
+                    &unix_time(u.created_at),
+                    &u.roles.join(","),
+                ]);
+            }
+            table.print();
+        }
+    }
+    Ok(())
+}
+
 async fn set_disabled(services: &Services, name: &str, disabled: bool) -> anyhow::Result<()> {
     services
         .accounts
@@ -581,45 +603,22 @@ async fn clients(
                     audience,
                 })
                 .await?;
-            println!("created client {}", client.id);
-            println!("client_secret: {}", secret.expose_secret());
-            eprintln!("(the secret is shown only once; store it now)");
-        }
-        ClientsCommand::List => {
-            let list = clients.list().await?;
-            let grants = |c: &crate::accounts::Client| -> Vec<&str> {
-                c.grant_types.iter().map(|g| g.as_str()).collect()
-            };
             match output {
-                OutputFormat::Json => print_json(
-                    &list
-                        .iter()
-                        .map(|c| {
-                            json!({
-                                "client_id": c.id,
-                                "created_at": unix_time(c.created_at),
-                                "grant_types": grants(c),
-                                "audience": c.audience,
-                                "scopes": c.scopes,
-                            })
-                        })
-                        .collect::<Vec<_>>(),
-                )?,
+                OutputFormat::Json => print_json(&json!({
+                    "client_id": client.id,
+                    "client_secret": secret.expose_secret(),
+                }))?,
                 OutputFormat::Table => {
-                    let mut table =
-                        Table::new(["CLIENT_ID", "CREATED", "GRANTS", "AUDIENCE", "SCOPES"]);
-                    for c in &list {
-                        table.row([
-                            c.id.as_str(),
-                            &unix_time(c.created_at),
-                            &grants(c).join(","),
-                            c.audience.as_deref().unwrap_or("(default)"),
-                            &c.scopes.join(" "),
-                        ]);
-                    }
-                    table.print();
+                    println!("created client {}", client.id);
+                    println!("client_secret: {}", secret.expose_secret());
                 }
             }
+            eprintln!("(the secret is shown only once; store it now)");
+        }
+        ClientsCommand::List => print_clients(&clients.list().await?, output)?,
+        ClientsCommand::Show { id } => {
+            let client = clients.get(&id).await?;
+            print_clients(std::slice::from_ref(&client), output)?;
         }
         ClientsCommand::RotateSecret { id } => {
             let (client, secret) = clients.rotate_secret(&id, "cli").await?;
@@ -635,23 +634,64 @@ async fn clients(
     Ok(())
 }
 
+/// `clients list` and `clients show`: one table or JSON shape for both.
+fn print_clients(list: &[crate::accounts::Client], output: OutputFormat) -> anyhow::Result<()> {
+    let grants = |c: &crate::accounts::Client| -> Vec<&str> {
+        c.grant_types.iter().map(|g| g.as_str()).collect()
+    };
+    match output {
+        OutputFormat::Json => print_json(
+            &list
+                .iter()
+                .map(|c| {
+                    json!({
+                        "client_id": c.id,
+                        "created_at": unix_time(c.created_at),
+                        "grant_types": grants(c),
+                        "audience": c.audience,
+                        "scopes": c.scopes,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )?,
+        OutputFormat::Table => {
+            let mut table = Table::new(["CLIENT_ID", "CREATED", "GRANTS", "AUDIENCE", "SCOPES"]);
+            for c in list {
+                table.row([
+                    c.id.as_str(),
+                    &unix_time(c.created_at),
+                    &grants(c).join(","),
+                    c.audience.as_deref().unwrap_or("(default)"),
+                    &c.scopes.join(" "),
+                ]);
+            }
+            table.print();
+        }
+    }
+    Ok(())
+}
+
 async fn keys(services: &Services, cmd: KeysCommand, output: OutputFormat) -> anyhow::Result<()> {
     let now = services.clock.now();
     match cmd {
-        KeysCommand::List => print_keys(services, output).await?,
+        KeysCommand::List => print_keys(services, output, None).await?,
+        KeysCommand::Show { kid } => print_keys(services, output, Some(&kid)).await?,
         KeysCommand::Jwks => {
             let jwks = services.keys.jwks().await?;
             println!("{}", String::from_utf8_lossy(&jwks.body));
         }
         KeysCommand::Rotate { force } => {
             services.keys.rotate(now, force).await?;
-            println!("rotated; running servers pick it up within seconds");
-            print_keys(services, output).await?;
+            status(output, "rotated; running servers pick it up within seconds");
+            print_keys(services, output, None).await?;
         }
         KeysCommand::Revoke { kid } => {
             services.keys.revoke(&kid, now).await?;
-            println!("revoked {kid}; running servers refuse its tokens within seconds");
-            print_keys(services, output).await?;
+            status(
+                output,
+                &format!("revoked {kid}; running servers refuse its tokens within seconds"),
+            );
+            print_keys(services, output, None).await?;
         }
         KeysCommand::Import { pem_file } => {
             let pem = std::fs::read_to_string(&pem_file)
@@ -663,8 +703,28 @@ async fn keys(services: &Services, cmd: KeysCommand, output: OutputFormat) -> an
     Ok(())
 }
 
-async fn print_keys(services: &Services, output: OutputFormat) -> anyhow::Result<()> {
-    let info = services.keys.list(services.clock.now()).await?;
+/// A line saying what a command did: on stdout above a table, on stderr
+/// when stdout is JSON for a script.
+fn status(output: OutputFormat, line: &str) {
+    match output {
+        OutputFormat::Table => println!("{line}"),
+        OutputFormat::Json => eprintln!("{line}"),
+    }
+}
+
+/// `keys list`, `keys show KID` (`only`), and the keyset after a change.
+async fn print_keys(
+    services: &Services,
+    output: OutputFormat,
+    only: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut info = services.keys.list(services.clock.now()).await?;
+    if let Some(kid) = only {
+        info.keys.retain(|key| key.kid == kid);
+        if info.keys.is_empty() {
+            bail!("no key with kid {kid:?} (`keyturn keys list` shows them)");
+        }
+    }
     match output {
         OutputFormat::Json => print_json(&json!({
             "keys": info.keys.iter().map(|k| json!({

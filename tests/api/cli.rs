@@ -500,6 +500,75 @@ async fn lists_are_aligned_and_have_json() {
     );
 }
 
+/// `show` commands print the list's row for one item, in both formats; a
+/// missing item exits 1 with one line; JSON output of a change keeps stdout
+/// parseable. Failed on the old `main` (no `show` commands; `clients add -o
+/// json` printed text; `keys rotate -o json` mixed a status line into JSON).
+#[tokio::test]
+async fn show_commands_and_json_that_scripts_can_parse() {
+    let app = spawn_app().await;
+    app.create_user("al", &["admin", "ops"]).await;
+    let out = app.cli(&["users", "show", "al", "-o", "json"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown[0]["username"], "al", "{shown}");
+    assert_eq!(shown[0]["roles"], serde_json::json!(["admin", "ops"]));
+    assert_eq!(shown.as_array().unwrap().len(), 1);
+    let out = app.cli(&["users", "show", "al"], None);
+    assert_aligned(&text(&out.stdout), &["ID", "STATUS", "CREATED", "ROLES"]);
+    let out = app.cli(&["users", "show", "nobody"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim().lines().count(),
+        1,
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The secret a script reads from `clients add -o json` works.
+    let out = app.cli(
+        &["clients", "add", "reports", "--scope", "r", "-o", "json"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(created["client_id"], "reports");
+    let secret = created["client_secret"].as_str().unwrap();
+    let response = app.client_credentials("reports", secret, None).await;
+    assert_eq!(response.status(), 200);
+    let out = app.cli(&["clients", "show", "reports", "-o", "json"], None);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown[0]["scopes"], serde_json::json!(["r"]), "{shown}");
+    assert!(!shown.to_string().contains(secret));
+    let out = app.cli(&["clients", "show", "nobody"], None);
+    assert_eq!(out.status.code(), Some(1));
+
+    let out = app.cli(&["keys", "rotate", "--force", "-o", "json"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let keys: Value = serde_json::from_slice(&out.stdout).expect("stdout is only JSON");
+    assert!(text(&out.stderr).contains("rotated"));
+    let current = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["state"] == "current")
+        .unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = app.cli(&["keys", "show", &current, "-o", "json"], None);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["keys"].as_array().unwrap().len(), 1, "{shown}");
+    assert_eq!(shown["keys"][0]["kid"], current.as_str());
+    let out = app.cli(&["keys", "show", "no-such-kid"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no key with kid"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[tokio::test]
 async fn completions_for_each_shell() {
     let dir = tempfile::tempdir().unwrap();
