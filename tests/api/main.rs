@@ -21,6 +21,7 @@ mod login;
 mod oauth;
 mod openapi;
 mod postgres;
+mod readme;
 mod revocation;
 mod rotation;
 mod sessions;
