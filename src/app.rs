@@ -299,6 +299,7 @@ impl Application {
                 access_ttl: settings.access_token_ttl,
                 refresh_ttl: settings.refresh_token_ttl,
                 refresh_absolute_ttl: settings.refresh_absolute_ttl,
+                refresh_sessions_per_user: settings.refresh_sessions_per_user,
                 leeway: settings.leeway,
             },
         )?;

@@ -403,6 +403,19 @@ settings! {
         help: "e.g. 30d",
         parse: |v| parse_duration(v, Duration::from_secs(1)),
     },
+    /// A user's live refresh families (one per login) beyond this are
+    /// revoked, oldest first, at the next login.
+    refresh_sessions_per_user: u32 {
+        env: "KEYTURN_REFRESH_SESSIONS_PER_USER",
+        flag: Some("refresh-sessions-per-user"),
+        default: Some("10"),
+        secret: false,
+        help: "1 to 1000",
+        parse: |v| match v.parse::<u32>() {
+            Ok(n @ 1..=1000) => Ok(n),
+            _ => Err("expected a whole number from 1 to 1000".into()),
+        },
+    },
     /// How long audit events are kept.
     audit_retention: Duration {
         env: "KEYTURN_AUDIT_RETENTION",

@@ -33,11 +33,6 @@ use crate::verifier::{BuildError, Claims, Validator, VerifierBuilder, VerifyErro
 pub const FIRST_PARTY_CLIENT: &str = FIRST_PARTY_CLIENT_ID;
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-/// A user's live refresh families (sessions, one per login) beyond this
-/// are revoked, oldest first, when they log in again: refreshing in a loop
-/// or logging in from a script cannot grow the store without bound. A
-/// constant until someone needs it configurable.
-pub const MAX_LIVE_REFRESH_FAMILIES_PER_USER: i64 = 10;
 /// Claims every keyturn access token must carry to be accepted by the
 /// server's own routes (a resource server may require the same with
 /// [`VerifierBuilder::required_claims`]).
@@ -131,6 +126,11 @@ pub struct TokenPolicy {
     /// A refresh family's lifetime from its login, however often it is
     /// refreshed.
     pub refresh_absolute_ttl: Duration,
+    /// A user's live refresh families (sessions, one per login) beyond this
+    /// are revoked, oldest first, when they log in again: refreshing in a
+    /// loop or logging in from a script cannot grow the store without
+    /// bound (`KEYTURN_REFRESH_SESSIONS_PER_USER`).
+    pub refresh_sessions_per_user: u32,
     /// Accepted clock skew.
     pub leeway: Duration,
 }
@@ -243,7 +243,7 @@ impl Tokens {
             .store
             .start_refresh_family(
                 &family,
-                MAX_LIVE_REFRESH_FAMILIES_PER_USER,
+                i64::from(self.policy.refresh_sessions_per_user),
                 self.family_started_after(now),
                 self.revocation_times(),
             )

@@ -115,10 +115,12 @@ async fn the_absolute_lifetime_caps_a_family_however_often_it_is_refreshed() {
 
 #[tokio::test]
 async fn a_users_live_families_are_capped_oldest_revoked_first() {
-    let app = spawn_app().await;
+    // The cap is a setting (`KEYTURN_REFRESH_SESSIONS_PER_USER`, default 10).
+    const CAP: i64 = 4;
+    let app = spawn_app_with(&[("KEYTURN_REFRESH_SESSIONS_PER_USER", "4")]).await;
     app.create_user("alice", &[]).await;
     let mut sessions = Vec::new();
-    for _ in 0..keyturn::token::MAX_LIVE_REFRESH_FAMILIES_PER_USER {
+    for _ in 0..CAP {
         sessions.push(app.login_tokens("alice").await);
         app.clock.advance(1);
     }
@@ -130,16 +132,10 @@ async fn a_users_live_families_are_capped_oldest_revoked_first() {
             .await
             .unwrap()
     };
-    assert_eq!(
-        live().await,
-        keyturn::token::MAX_LIVE_REFRESH_FAMILIES_PER_USER
-    );
+    assert_eq!(live().await, CAP);
     // One login more: the oldest session goes, access token included.
     app.login_tokens("alice").await;
-    assert_eq!(
-        live().await,
-        keyturn::token::MAX_LIVE_REFRESH_FAMILIES_PER_USER
-    );
+    assert_eq!(live().await, CAP);
     let (oldest_access, oldest_refresh) = &sessions[0];
     assert_oauth_error(app.refresh(oldest_refresh).await, 400, "invalid_grant").await;
     assert_eq!(app.get("/profile", Some(oldest_access)).await.status(), 401);
