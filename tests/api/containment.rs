@@ -224,6 +224,9 @@ async fn the_last_enabled_admin_cannot_be_deleted_disabled_or_demoted() {
 /// never zero enabled admins left.
 #[tokio::test]
 async fn two_admins_disabling_each_other_at_once_leave_one_on_postgres() {
+    if !crate::helpers::postgres_available().await {
+        return;
+    }
     let app = spawn_pg_app(&[]).await;
     app.create_user("a", &["admin"]).await;
     app.create_user("b", &["admin"]).await;
@@ -272,6 +275,9 @@ async fn two_admins_disabling_each_other_at_once_leave_one_on_postgres() {
 /// both survive (M8: the read-modify-write lost one of them).
 #[tokio::test]
 async fn concurrent_user_changes_lose_nothing_on_postgres() {
+    if !crate::helpers::postgres_available().await {
+        return;
+    }
     let app = spawn_pg_app(&[]).await;
     let root = app.user_token("root", &["admin"]).await;
     app.create_user("target", &[]).await;

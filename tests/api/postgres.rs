@@ -29,6 +29,9 @@ async fn signer(app: &TestApp) -> String {
 
 #[tokio::test]
 async fn users_tokens_and_admin_on_postgres() {
+    if !crate::helpers::postgres_available().await {
+        return;
+    }
     let app = spawn_pg_app(&[]).await;
     let admin = app.user_token("root", &["admin"]).await;
     let profile: Value = app
@@ -74,6 +77,9 @@ async fn users_tokens_and_admin_on_postgres() {
 
 #[tokio::test]
 async fn rotation_revocation_and_pruning_on_postgres() {
+    if !crate::helpers::postgres_available().await {
+        return;
+    }
     let app = spawn_pg_app(&SHORT).await;
     let admin = app.user_token("root", &["admin"]).await;
     let first = signer(&app).await;
@@ -118,6 +124,9 @@ async fn rotation_revocation_and_pruning_on_postgres() {
 
 #[tokio::test]
 async fn three_instances_on_one_database_rotate_once() {
+    if !crate::helpers::postgres_available().await {
+        return;
+    }
     // Three instances start at once on an empty database, sharing the
     // master key through the environment: the first keyset is made once.
     let url = fresh_pg_database().await;
@@ -159,6 +168,9 @@ async fn three_instances_on_one_database_rotate_once() {
 
 #[tokio::test]
 async fn cli_on_postgres() {
+    if !crate::helpers::postgres_available().await {
+        return;
+    }
     let app = spawn_pg_app(&[]).await;
     let out = app.cli(
         &[

@@ -148,6 +148,9 @@ const RACE_ROUNDS: usize = 40;
 
 #[tokio::test]
 async fn on_postgres_one_refresh_token_presented_twice_at_once_wins_once() {
+    if !crate::helpers::postgres_available().await {
+        return;
+    }
     let (a, b) = spawn_pg_pair(&[]).await;
     a.create_user("alice", &[]).await;
     for round in 0..RACE_ROUNDS {
@@ -168,6 +171,9 @@ async fn on_postgres_one_refresh_token_presented_twice_at_once_wins_once() {
 
 #[tokio::test]
 async fn on_postgres_a_refresh_racing_a_family_revocation_leaves_nothing_live() {
+    if !crate::helpers::postgres_available().await {
+        return;
+    }
     let (a, b) = spawn_pg_pair(&[]).await;
     a.create_user("alice", &[]).await;
     for round in 0..RACE_ROUNDS {
@@ -189,6 +195,9 @@ async fn on_postgres_a_refresh_racing_a_family_revocation_leaves_nothing_live() 
 
 #[tokio::test]
 async fn when_postgres_is_unreachable_answers_are_503_then_everything_recovers() {
+    if !crate::helpers::postgres_available().await {
+        return;
+    }
     let proxy = PgProxy::start().await;
     let url = proxy.url_for(&fresh_pg_database().await);
     let app = spawn_app_with(&[("KEYTURN_DATABASE_URL", &url)]).await;
