@@ -11,6 +11,7 @@ mod cookies;
 mod cors;
 mod crosscheck;
 mod discovery;
+mod flask;
 mod health;
 mod helpers;
 mod input;
