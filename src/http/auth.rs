@@ -13,7 +13,7 @@ use poem_openapi::registry::Registry;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions, SecurityScheme};
 
 use super::cookies::{self, ACCESS_COOKIE, CookiePolicy};
-use super::error::{ApiError, Failure, Status};
+use super::error::ApiError;
 use crate::token::{AccessClaims, Tokens};
 
 /// An access token from `POST /login` (Swagger's **Authorize** button).
@@ -105,10 +105,6 @@ fn presented(req: &Request) -> Result<Presented, Refused> {
     }
 }
 
-fn csrf_failed(description: &'static str) -> ApiError {
-    Failure::new(Status::Forbidden, "csrf_failed", description).into()
-}
-
 impl BearerAuth {
     /// Validates the token: 400 for an ambiguous request, 401 if the token
     /// is not acceptable, 403 `csrf_failed` for a cookie request without
@@ -129,20 +125,10 @@ impl BearerAuth {
             } => {
                 let claims = tokens.validate(token)?;
                 if *state_changing {
-                    let header = self
-                        .csrf_header
-                        .as_deref()
-                        .ok_or_else(|| csrf_failed("the X-CSRF-Token header is required"))?;
-                    let bound = claims
-                        .csrf
-                        .as_deref()
-                        .is_some_and(|claim| cookies::matches(header, claim));
-                    if !bound {
-                        tracing::info!(audit = "csrf_failed", actor = %claims.sub, outcome = "refused", detail = "X-CSRF-Token does not match the token", "cookie request refused");
-                        return Err(csrf_failed(
-                            "the X-CSRF-Token header does not match this session",
-                        ));
-                    }
+                    cookies::check_csrf(self.csrf_header.as_deref(), claims.csrf.as_deref())
+                        .inspect_err(|why| {
+                            tracing::info!(audit = "csrf_failed", actor = %claims.sub, outcome = "refused", detail = %why, "cookie request refused");
+                        })?;
                 }
                 Ok(claims)
             }

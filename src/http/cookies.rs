@@ -16,8 +16,10 @@ use poem::http::{HeaderMap, HeaderValue, header};
 use poem_openapi::ApiResponse;
 use poem_openapi::registry::{MetaResponses, Registry};
 use ring::rand::{SecureRandom as _, SystemRandom};
-use sha2::{Digest as _, Sha256};
-use subtle::ConstantTimeEq as _;
+
+// The binding rule is the verifier's, so a resource server using the
+// verifier library checks exactly what this server mints.
+use crate::verifier::csrf;
 
 /// The access token (`Path=/`, `Max-Age` = its lifetime).
 pub const ACCESS_COOKIE: &str = "keyturn_access";
@@ -26,7 +28,19 @@ pub const REFRESH_COOKIE: &str = "keyturn_refresh";
 /// The CSRF value, readable by the page.
 pub const CSRF_COOKIE: &str = "keyturn_csrf";
 /// The header a state-changing cookie request must carry.
-pub const CSRF_HEADER: &str = "x-csrf-token";
+pub const CSRF_HEADER: &str = csrf::HEADER;
+
+/// Why a state-changing cookie request (or a cookie refresh) was refused:
+/// 403 `csrf_failed` on every route, the token endpoint included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CsrfError {
+    /// No (or more than one) `X-CSRF-Token` header.
+    #[error("the X-CSRF-Token header is required")]
+    Missing,
+    /// A header whose value is not the one bound to this session.
+    #[error("the X-CSRF-Token header does not match this session")]
+    Mismatch,
+}
 
 /// `KEYTURN_COOKIES`, `KEYTURN_COOKIE_SECURE`, `KEYTURN_COOKIE_DOMAIN`.
 #[derive(Debug, Clone, Default)]
@@ -57,21 +71,21 @@ impl CsrfValue {
 
     /// The claim binding the access token to this value.
     pub fn binding(&self) -> String {
-        binding(&self.0)
+        csrf::binding(&self.0)
     }
 }
 
-/// base64url-no-pad(SHA-256(value)): the `csrf` claim for `value`.
-// The verifier library gets the same rule (`verifier::csrf`); one of the
-// two goes when both are merged.
-fn binding(value: &str) -> String {
-    B64.encode(Sha256::digest(value.as_bytes()))
-}
-
-/// Whether `presented` (the `X-CSRF-Token` header) is the value bound by
-/// `claim`, compared in constant time.
-pub fn matches(presented: &str, claim: &str) -> bool {
-    binding(presented).as_bytes().ct_eq(claim.as_bytes()).into()
+/// Checks `presented` (the one `X-CSRF-Token` header, see
+/// [`csrf_header`]) against `bound`, the binding of the session (the access
+/// token's `csrf` claim, or the one the refresh cookie carries); `None` (a
+/// token without a binding) never matches.
+pub fn check_csrf(presented: Option<&str>, bound: Option<&str>) -> Result<(), CsrfError> {
+    let presented = presented.ok_or(CsrfError::Missing)?;
+    if bound.is_some_and(|claim| csrf::matches(claim, presented)) {
+        Ok(())
+    } else {
+        Err(CsrfError::Mismatch)
+    }
 }
 
 /// What the refresh cookie holds: the refresh token and the binding of the
@@ -230,16 +244,38 @@ impl<T: IntoResponse> IntoResponse for WithCookies<T> {
 mod tests {
     use super::*;
 
+    fn with_header(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(CSRF_HEADER, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    fn check(sent: &[&str], bound: Option<&str>) -> Result<(), CsrfError> {
+        check_csrf(csrf_header(&with_header(sent)), bound)
+    }
+
     #[test]
     fn the_binding_matches_only_its_own_value() {
-        let csrf = CsrfValue::generate().unwrap();
+        let value = CsrfValue::generate().unwrap();
         let other = CsrfValue::generate().unwrap();
-        assert!(matches(csrf.as_str(), &csrf.binding()));
-        assert!(!matches(other.as_str(), &csrf.binding()));
-        assert!(!matches("", &csrf.binding()));
+        let bound = value.binding();
+        assert_eq!(check(&[value.as_str()], Some(&bound)), Ok(()));
+        assert_eq!(check(&[], Some(&bound)), Err(CsrfError::Missing));
+        let twice = [value.as_str(), value.as_str()];
+        assert_eq!(check(&twice, Some(&bound)), Err(CsrfError::Missing));
+        for wrong in [other.as_str(), ""] {
+            assert_eq!(check(&[wrong], Some(&bound)), Err(CsrfError::Mismatch));
+        }
+        assert_eq!(check(&[value.as_str()], None), Err(CsrfError::Mismatch));
         // The claim is the hash, not the value: the value itself never
         // matches as a claim.
-        assert!(!matches(csrf.as_str(), csrf.as_str()));
+        let value_as_claim = Some(value.as_str());
+        assert_eq!(
+            check(&[value.as_str()], value_as_claim),
+            Err(CsrfError::Mismatch)
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use poem::{IntoResponse as _, Response};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
+use super::cookies::CsrfError;
 use crate::accounts::{AccountError, ClientAuthError, ClientError, HashError, Throttled};
 use crate::keys::KeyError;
 use crate::store::StoreError;
@@ -83,6 +84,11 @@ pub enum Status {
     Unauthorized(Challenge),
     /// 403: a valid bearer token without the needed role.
     Forbidden,
+    /// 403 without a Bearer challenge, on every route (the token endpoint
+    /// too): the token is fine, but a cookie request lacks the proof that
+    /// the page itself sent it (SPEC §5a). No new token would help, so
+    /// `insufficient_scope` would mislead.
+    CsrfRefused,
     /// 404.
     NotFound,
     /// 409: exists already, or conflicts with the resource's state.
@@ -200,6 +206,12 @@ impl Classify for Throttled {
                 self.retry_after
             ),
         )
+    }
+}
+
+impl Classify for CsrfError {
+    fn classify(&self) -> Failure {
+        Failure::of(Status::CsrfRefused, "csrf_failed", self)
     }
 }
 
@@ -357,7 +369,9 @@ pub enum ApiError {
         Json<ErrorBody>,
         #[oai(header = "WWW-Authenticate")] Option<String>,
     ),
-    /// The token is valid but lacks the required role.
+    /// The token is valid but lacks the required role (with
+    /// `WWW-Authenticate: Bearer error="insufficient_scope"`), or a
+    /// cookie request lacks its `X-CSRF-Token` (`csrf_failed`, no challenge).
     #[oai(status = 403)]
     Forbidden(
         Json<ErrorBody>,
@@ -431,6 +445,7 @@ impl From<Failure> for ApiError {
                 Self::Unauthorized(body, challenge.header().map(str::to_owned))
             }
             Status::Forbidden => Self::Forbidden(body, Some(BEARER_INSUFFICIENT_SCOPE.to_owned())),
+            Status::CsrfRefused => Self::Forbidden(body, None),
             Status::NotFound => Self::NotFound(body),
             Status::Conflict => Self::Conflict(body),
             Status::TooManyRequests { retry_after } => {
@@ -470,6 +485,15 @@ pub enum OAuthError {
     InvalidClient(
         Json<ErrorBody>,
         #[oai(header = "WWW-Authenticate")] String,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+    ),
+    /// `csrf_failed`: a refresh by the `keyturn_refresh` cookie without
+    /// the matching `X-CSRF-Token` (SPEC §5a; the same answer as on every
+    /// other cookie route).
+    #[oai(status = 403)]
+    Forbidden(
+        Json<ErrorBody>,
         #[oai(header = "Cache-Control")] String,
         #[oai(header = "Pragma")] String,
     ),
@@ -542,6 +566,7 @@ impl From<Failure> for OAuthError {
             Status::BadRequest | Status::Forbidden | Status::NotFound | Status::Conflict => {
                 Self::BadRequest(body, NO_STORE.into(), NO_CACHE.into())
             }
+            Status::CsrfRefused => Self::Forbidden(body, NO_STORE.into(), NO_CACHE.into()),
             Status::TooManyRequests { retry_after } => Self::TooManyRequests(
                 body,
                 retry_after.to_string(),
@@ -648,6 +673,7 @@ mod tests {
         let (status, Json(body), challenge) = match err.into() {
             OAuthError::BadRequest(b, ..) => (400, b, None),
             OAuthError::InvalidClient(b, c, ..) => (401, b, Some(c)),
+            OAuthError::Forbidden(b, ..) => (403, b, None),
             OAuthError::TooManyRequests(b, ..) => (429, b, None),
             OAuthError::Unavailable(b, ..) => (503, b, None),
             OAuthError::Internal(b, ..) => (500, b, None),
@@ -742,6 +768,16 @@ mod tests {
                 || TokenError::Revoked.classify(),
                 (401, "invalid_token", bearer.clone()),
                 (401, "invalid_token", bearer.clone()),
+            ),
+            (
+                || CsrfError::Missing.classify(),
+                (403, "csrf_failed", None),
+                (403, "csrf_failed", None),
+            ),
+            (
+                || CsrfError::Mismatch.classify(),
+                (403, "csrf_failed", None),
+                (403, "csrf_failed", None),
             ),
             (
                 || TokenError::NoSigningKey.classify(),

@@ -454,24 +454,18 @@ impl OAuthApi {
                 "the refresh cookie is malformed",
             ))
         })?;
-        let csrf_failed = |why: &'static str| {
-            tracing::info!(
-                audit = "csrf_failed",
-                actor = "browser",
-                subject = "refresh_token",
-                outcome = "refused",
-                detail = why,
-                "cookie refresh refused"
-            );
-            OAuthError::from(Failure::new(Status::Forbidden, "csrf_failed", why))
-        };
-        let header = cookies::csrf_header(req.headers())
-            .ok_or_else(|| csrf_failed("the X-CSRF-Token header is required"))?;
-        if !cookies::matches(header, binding) {
-            return Err(csrf_failed(
-                "the X-CSRF-Token header does not match this session",
-            ));
-        }
+        cookies::check_csrf(cookies::csrf_header(req.headers()), Some(binding)).inspect_err(
+            |why| {
+                tracing::info!(
+                    audit = "csrf_failed",
+                    actor = "browser",
+                    subject = "refresh_token",
+                    outcome = "refused",
+                    detail = %why,
+                    "cookie refresh refused"
+                );
+            },
+        )?;
         let csrf = CsrfValue::generate().ok_or_else(|| {
             OAuthError::from(Failure::new(
                 Status::Unavailable,

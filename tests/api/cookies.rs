@@ -247,10 +247,11 @@ async fn refresh_by_cookie_rotates_and_sets_the_three_cookies_again() {
     let first = app.browser_session("alice", &[]).await;
 
     let response = app.cookie_refresh(&first, None).await;
-    assert_eq!(response.status(), 400);
+    assert_eq!(response.status(), 403);
     assert_eq!(error_code(response).await, "csrf_failed");
     let other = app.browser_session("bob", &[]).await;
     let response = app.cookie_refresh(&first, Some(&other.csrf)).await;
+    assert_eq!(response.status(), 403);
     assert_eq!(error_code(response).await, "csrf_failed");
 
     let response = app.cookie_refresh(&first, Some(&first.csrf)).await;
@@ -348,4 +349,62 @@ async fn logout_by_cookie_revokes_and_clears_the_cookies() {
     let response = app.post("/logout", &token).await;
     assert_eq!(response.status(), 204);
     assert!(set_cookies(&response).is_empty());
+}
+
+/// A 403 `csrf_failed` (on the token endpoint too, where other client
+/// errors are 400) and no Bearer challenge: the token is fine, a new one
+/// with more scope would not help. (77a9cfb answered the refresh with 400,
+/// and the other routes with `insufficient_scope`.)
+#[tokio::test]
+async fn csrf_refusals_are_403_without_a_bearer_challenge_on_every_route() {
+    let app = local_app().await;
+    let session = app.browser_session("alice", &[]).await;
+    let other = app.browser_session("bob", &[]).await;
+
+    for (csrf, why) in [(None, "no header"), (Some(other.csrf.as_str()), "bob's")] {
+        let refresh = app.cookie_refresh(&session, csrf).await;
+        assert_eq!(refresh.status(), 403, "refresh, {why}");
+        assert_no_store(&refresh);
+        assert!(
+            refresh.headers().get("www-authenticate").is_none(),
+            "refresh, {why}: {:?}",
+            refresh.headers().get("www-authenticate")
+        );
+        assert_eq!(error_code(refresh).await, "csrf_failed", "refresh, {why}");
+
+        let logout = app
+            .browser(Method::POST, "/logout", &session, csrf)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(logout.status(), 403, "logout, {why}");
+        assert!(
+            logout.headers().get("www-authenticate").is_none(),
+            "logout, {why}: {:?}",
+            logout.headers().get("www-authenticate")
+        );
+        assert_eq!(error_code(logout).await, "csrf_failed", "logout, {why}");
+    }
+
+    // A missing role is still insufficient_scope, by cookie or Bearer.
+    let admin_only = app
+        .browser(
+            Method::POST,
+            "/admin/keys/rotate",
+            &session,
+            Some(&session.csrf),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin_only.status(), 403);
+    assert_eq!(
+        admin_only.headers()["www-authenticate"],
+        "Bearer error=\"insufficient_scope\""
+    );
+    assert_eq!(error_code(admin_only).await, "forbidden");
+
+    // Nothing was spent or revoked by the refusals.
+    let refreshed = app.cookie_refresh(&session, Some(&session.csrf)).await;
+    assert_eq!(refreshed.status(), 200);
 }

@@ -1,8 +1,9 @@
-"""Create the interop test's virtual environment, with nothing but python3.
+"""Create the tests' virtual environment, with nothing but python3.
 
-Usage: python3 tests/interop/make_venv.py DIR REQUIREMENTS
+Usage: python3 tests/interop/make_venv.py DIR REQUIREMENTS...
 
-Makes DIR a virtual environment holding REQUIREMENTS. Works where Debian
+Makes DIR a virtual environment holding every REQUIREMENTS file (installed
+together, so pip resolves them as one set). Works where Debian
 and Ubuntu ship python3 without ensurepip (no python3-venv package): the
 environment is then made without pip, and pip is bootstrapped from its own
 wheel, fetched from PyPI. Never installs into the system Python (PEP 668).
@@ -46,7 +47,7 @@ def bootstrap_pip(python):
 
 
 def main():
-    directory, requirements = sys.argv[1], sys.argv[2]
+    directory, requirements = sys.argv[1], sys.argv[2:]
     try:
         venv.EnvBuilder(with_pip=True, clear=True).create(directory)
     except (subprocess.CalledProcessError, OSError):
@@ -55,8 +56,9 @@ def main():
     python = bin_python(directory)
     if subprocess.run([python, "-m", "pip", "--version"], capture_output=True).returncode != 0:
         bootstrap_pip(python)
+    files = [arg for path in requirements for arg in ("-r", path)]
     subprocess.run(
-        [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", requirements],
+        [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *files],
         check=True,
     )
 
