@@ -21,6 +21,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
 use crate::accounts::{AccountError, ClientAuthError, ClientError, HashError, Throttled};
+use crate::audit::AuditError;
 use crate::keys::KeyError;
 use crate::store::StoreError;
 use crate::token::{GrantError, LoginError, TokenError};
@@ -309,6 +310,15 @@ impl Classify for KeyError {
             | Self::Signing { .. }
             | Self::Transition { .. }
             | Self::Store(_) => Failure::internal(self),
+        }
+    }
+}
+
+impl Classify for AuditError {
+    fn classify(&self) -> Failure {
+        match self {
+            Self::BadQuery(_) => Failure::of(Status::BadRequest, "invalid_request", self),
+            Self::Store(e) => e.classify(),
         }
     }
 }
