@@ -12,6 +12,7 @@ use poem::listener::{Acceptor as _, Listener as _, TcpListener};
 use crate::accounts::{
     Accounts, ClientAuthThrottle, Clients, HashError, LoginThrottle, PasswordHasher, ThrottlePolicy,
 };
+use crate::audit::{Actor, AuditLog, Entry, Event};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::http::{self, ClientAddr, HttpState};
@@ -98,8 +99,12 @@ pub struct Services {
     pub accounts: Accounts,
     /// OAuth client operations.
     pub clients: Clients,
+    /// The audit trail.
+    pub audit: AuditLog,
     /// The clock everything reads.
     pub clock: SharedClock,
+    /// How long audit events are kept (`KEYTURN_AUDIT_RETENTION`).
+    pub audit_retention: Duration,
 }
 
 /// Whether opening the services may make a new master key.
@@ -206,7 +211,21 @@ impl Services {
             });
         }
         let store = Store::connect(&settings.database_url).await?;
+        let audit = AuditLog::new(store.clone(), Arc::clone(&clock));
+        let created = found.is_none();
         let master = open_master_key(settings, &store, found, usage, clock.now()).await?;
+        if created {
+            // Only reached when a new master key was made for an empty store.
+            let actor = match usage {
+                MasterKeyUse::Initialise => Actor::cli(),
+                _ => Actor::system(),
+            };
+            let location = master_key_location(settings);
+            let entry = Entry::new(Event::MasterKeyCreated, &actor, "master_key").detail(format!(
+                "new master key at {location}; check value recorded"
+            ));
+            audit.record(entry).await;
+        }
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         let policy = Policy {
             alg: settings.signing_alg,
@@ -223,7 +242,9 @@ impl Services {
             keys,
             accounts,
             clients,
+            audit,
             clock,
+            audit_retention: settings.audit_retention,
         })
     }
 }
@@ -337,6 +358,7 @@ impl Application {
                 domain: settings.cookie_domain.clone(),
             },
             cors: crate::http::CorsPolicy::new(settings.cors_origins.clone()),
+            audit: services.audit.clone(),
         });
         let acceptor = TcpListener::bind(settings.bind)
             .into_acceptor()
@@ -473,8 +495,19 @@ impl Maintenance {
         }
     }
 
-    /// Drops expired revocations and dead refresh-token families.
+    /// Drops expired revocations, dead refresh-token families, and audit
+    /// events older than `KEYTURN_AUDIT_RETENTION`.
     pub async fn prune(&self) {
+        match self
+            .services
+            .audit
+            .prune(self.services.audit_retention)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "old audit events pruned"),
+            Err(err) => tracing::warn!(error = %err, "audit pruning failed"),
+        }
         match self.tokens.prune_revocations().await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(removed = n, "expired revocations pruned"),

@@ -16,9 +16,11 @@ use serde_json::json;
 
 use crate::accounts::{NewClient, UserUpdate};
 use crate::app::{Application, MasterKeyUse, Services, master_key_location};
+use crate::audit::Actor;
 use crate::clock::SystemClock;
 use crate::config::{RawSettings, SETTINGS, SettingDef, Settings};
 
+mod audit;
 pub mod output;
 
 use output::{OutputFormat, Table, print_json, time, unix_time};
@@ -158,6 +160,9 @@ enum Command {
     /// Work with tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Read the audit trail.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -372,13 +377,24 @@ async fn run(command: Command, output: OutputFormat, settings: Settings) -> anyh
         Command::Clients(cmd) => clients(&open(&settings).await?, cmd, output).await,
         Command::Keys(cmd) => keys(&open(&settings).await?, cmd, output).await,
         Command::Token(cmd) => token(&settings, cmd).await,
+        Command::Audit(cmd) => audit::run(&open(&settings).await?, cmd, output).await,
         // Handled before the runtime starts.
         Command::Config(_) | Command::Completions { .. } => Ok(()),
     }
 }
 
+/// The services, with every change audited as made at the command line
+/// (`cli:` and the operator's login name, when known).
 async fn open(settings: &Settings) -> anyhow::Result<Services> {
-    Ok(Services::open(settings, Arc::new(SystemClock)).await?)
+    let mut services = Services::open(settings, Arc::new(SystemClock)).await?;
+    let actor = match std::env::var("USER") {
+        Ok(user) if !user.is_empty() => Actor::new(format!("cli:{user}"), None),
+        _ => Actor::cli(),
+    };
+    services.accounts = services.accounts.acting(actor.clone());
+    services.clients = services.clients.acting(actor.clone());
+    services.keys = services.keys.acting(actor);
+    Ok(services)
 }
 
 /// `config check`: every setting, its value as used and its source.
@@ -621,7 +637,7 @@ async fn clients(
             print_clients(std::slice::from_ref(&client), output)?;
         }
         ClientsCommand::RotateSecret { id } => {
-            let (client, secret) = clients.rotate_secret(&id, "cli").await?;
+            let (client, secret) = clients.rotate_secret(&id).await?;
             println!("rotated secret of client {}", client.id);
             println!("client_secret: {}", secret.expose_secret());
             eprintln!("(the secret is shown only once; store it now)");

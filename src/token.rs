@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::accounts::{ClientView, FIRST_PARTY_CLIENT_ID, User, UserStatusView};
+use crate::audit::{Actor, AuditLog, Entry, Event};
 use crate::clock::SharedClock;
 use crate::keys::{KeyError, KeyringHandle};
 use crate::store::{RefreshTokenRow, RevocationTimes, Store, StoreError};
@@ -145,6 +146,7 @@ pub struct Tokens {
     store: Store,
     clock: SharedClock,
     policy: TokenPolicy,
+    audit: AuditLog,
     /// The shared token check, for tokens meant for this server's audience.
     own_audience: Validator,
     /// The same for any audience (introspection: a client's tokens may name
@@ -192,6 +194,7 @@ impl Tokens {
             users,
             clients,
             revocations: RevocationView::default(),
+            audit: AuditLog::new(store.clone(), clock.clone()),
             store,
             clock,
             own_audience: rules
@@ -250,7 +253,12 @@ impl Tokens {
             .await?;
         if !revoked.is_empty() {
             self.revocations.add(&revoked);
-            tracing::info!(audit = "refresh_family_revoked", actor = %user.id, subject = %user.id, outcome = "success", detail = "oldest sessions over the per-user cap revoked at login", access_tokens = revoked.len(), "sessions over the cap revoked");
+            let actor = Actor::new(user.id.clone(), None);
+            let entry = Entry::new(Event::SessionsRevoked, &actor, &user.username).detail(format!(
+                "oldest sessions over the per-user cap revoked at login; {} access tokens",
+                revoked.len()
+            ));
+            self.audit.record(entry).await;
         }
         Ok(IssuedTokens {
             access_token,

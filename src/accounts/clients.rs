@@ -20,6 +20,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
+use crate::audit::{Actor, AuditLog, Entry, Event};
 use crate::clock::SharedClock;
 use crate::store::{ClientRow, ClientStatusRow, Store, StoreError};
 
@@ -253,15 +254,28 @@ pub struct Clients {
     store: Store,
     clock: SharedClock,
     view: ClientView,
+    audit: AuditLog,
+    actor: Actor,
 }
 
 impl Clients {
-    /// Binds the operations to a store and clock.
+    /// Binds the operations to a store and clock. Changes are audited as
+    /// made by [`Actor::system`] until [`Clients::acting`].
     pub fn new(store: Store, clock: SharedClock) -> Self {
         Self {
+            audit: AuditLog::new(store.clone(), clock.clone()),
             store,
             clock,
             view: ClientView::default(),
+            actor: Actor::system(),
+        }
+    }
+
+    /// The same operations, audited as made by `actor`.
+    pub fn acting(&self, actor: Actor) -> Self {
+        Self {
+            actor,
+            ..self.clone()
         }
     }
 
@@ -300,9 +314,16 @@ impl Clients {
             // Not written: a cutoff left by an earlier client of this id stays.
             tokens_valid_after: 0,
         };
-        self.store.insert_client(&row).await?;
+        let entry = Entry::new(Event::ClientCreated, &self.actor, &row.client_id).detail(format!(
+            "scopes=[{}] grant_types=[{}]",
+            row.scopes.join(","),
+            row.grant_types.join(",")
+        ));
+        self.store
+            .insert_client(&row, &self.audit.prepare(&entry))
+            .await?;
         self.refresh_view().await;
-        tracing::info!(audit = "client_created", client_id = %row.client_id, "client registered");
+        entry.log();
         let client = self.get(&row.client_id).await?;
         Ok((client, secret))
     }
@@ -314,23 +335,22 @@ impl Clients {
     pub async fn rotate_secret(
         &self,
         client_id: &str,
-        actor: &str,
     ) -> Result<(Client, SecretString), ClientError> {
         validate_client_id(client_id).map_err(|_| ClientError::NotFound)?;
         let secret = generate_secret()?;
+        let entry = Entry::new(Event::ClientSecretRotated, &self.actor, client_id)
+            .detail("new secret issued; earlier tokens refused");
         let row = self
             .store
-            .rotate_client_secret(client_id, &secret_hash(&secret), self.clock.now())
+            .rotate_client_secret(
+                client_id,
+                &secret_hash(&secret),
+                self.clock.now(),
+                &self.audit.prepare(&entry),
+            )
             .await?;
         self.refresh_view().await;
-        tracing::info!(
-            audit = "client_secret_rotated",
-            actor = %actor,
-            subject = %client_id,
-            outcome = "success",
-            detail = "new secret issued; earlier tokens refused",
-            "client secret rotated"
-        );
+        entry.log();
         Ok((row.try_into()?, secret))
     }
 
@@ -383,11 +403,13 @@ impl Clients {
     /// Deletes a client: its refresh tokens are revoked and its access
     /// tokens refused from now on.
     pub async fn delete(&self, client_id: &str) -> Result<(), ClientError> {
+        let entry = Entry::new(Event::ClientDeleted, &self.actor, client_id)
+            .detail("tokens refused, refresh tokens revoked");
         self.store
-            .delete_client(client_id, self.clock.now())
+            .delete_client(client_id, self.clock.now(), &self.audit.prepare(&entry))
             .await?;
         self.refresh_view().await;
-        tracing::info!(audit = "client_deleted", client_id = %client_id, "client deleted");
+        entry.log();
         Ok(())
     }
 

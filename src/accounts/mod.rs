@@ -24,6 +24,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use secrecy::{ExposeSecret as _, SecretString};
 
+use crate::audit::{Actor, AuditLog, Entry, Event, Outcome};
 use crate::clock::SharedClock;
 use crate::store::{Store, StoreError, UserAuthRow, UserChange, UserRow};
 
@@ -196,16 +197,29 @@ pub struct Accounts {
     hasher: PasswordHasher,
     clock: SharedClock,
     view: UserStatusView,
+    audit: AuditLog,
+    actor: Actor,
 }
 
 impl Accounts {
-    /// Binds the operations to a store, hasher and clock.
+    /// Binds the operations to a store, hasher and clock. Changes are
+    /// audited as made by [`Actor::system`] until [`Accounts::acting`].
     pub fn new(store: Store, hasher: PasswordHasher, clock: SharedClock) -> Self {
         Self {
+            audit: AuditLog::new(store.clone(), clock.clone()),
             store,
             hasher,
             clock,
             view: UserStatusView::default(),
+            actor: Actor::system(),
+        }
+    }
+
+    /// The same operations, audited as made by `actor`.
+    pub fn acting(&self, actor: Actor) -> Self {
+        Self {
+            actor,
+            ..self.clone()
         }
     }
 
@@ -241,9 +255,16 @@ impl Accounts {
             created_at: now,
             updated_at: now,
         };
-        self.store.insert_user(&row).await?;
+        let entry = Entry::new(Event::UserCreated, &self.actor, &row.username).detail(format!(
+            "id={} roles=[{}]",
+            row.id,
+            row.roles.join(",")
+        ));
+        self.store
+            .insert_user(&row, &self.audit.prepare(&entry))
+            .await?;
         self.refresh_view().await;
-        tracing::info!(audit = "user_created", user_id = %row.id, username = %row.username, "user created");
+        entry.log();
         Ok(row.into())
     }
 
@@ -316,32 +337,50 @@ impl Accounts {
         };
         let now = self.clock.now();
         let password_changed = password_hash.is_some();
+        let mut changed = Vec::new();
+        if let Some(roles) = &roles {
+            changed.push(format!("roles=[{}]", roles.join(",")));
+        }
+        if password_changed {
+            changed.push("password changed".to_owned());
+        }
+        if let Some(disabled) = update.disabled {
+            changed.push(format!("disabled={disabled}"));
+        }
+        let entry = Entry::new(Event::UserChanged, &self.actor, username).detail(changed.join(" "));
         let mut roles_removed = false;
         let result = self
             .store
-            .update_user(username, ADMIN_ROLE, now, |current, other_admins| {
-                let new_roles = roles.as_deref().unwrap_or(&current.roles);
-                let new_disabled = update.disabled.unwrap_or(current.disabled);
-                if is_enabled_admin(&current.roles, current.disabled)
-                    && !is_enabled_admin(new_roles, new_disabled)
-                    && other_admins == 0
-                {
-                    return Err(AccountError::LastAdmin);
-                }
-                roles_removed = current.roles.iter().any(|r| !new_roles.contains(r));
-                let revokes = password_changed || update.disabled == Some(true) || roles_removed;
-                Ok(UserChange {
-                    roles,
-                    password_hash,
-                    disabled: update.disabled,
-                    revoke_tokens_at: revokes.then_some(now),
-                })
-            })
+            .update_user(
+                username,
+                ADMIN_ROLE,
+                now,
+                &self.audit.prepare(&entry),
+                |current, other_admins| {
+                    let new_roles = roles.as_deref().unwrap_or(&current.roles);
+                    let new_disabled = update.disabled.unwrap_or(current.disabled);
+                    if is_enabled_admin(&current.roles, current.disabled)
+                        && !is_enabled_admin(new_roles, new_disabled)
+                        && other_admins == 0
+                    {
+                        return Err(AccountError::LastAdmin);
+                    }
+                    roles_removed = current.roles.iter().any(|r| !new_roles.contains(r));
+                    let revokes =
+                        password_changed || update.disabled == Some(true) || roles_removed;
+                    Ok(UserChange {
+                        roles,
+                        password_hash,
+                        disabled: update.disabled,
+                        revoke_tokens_at: revokes.then_some(now),
+                    })
+                },
+            )
             .await;
-        let user = self.refused_if_last_admin(username, result)?;
+        let user = self.refused_if_last_admin(username, result).await?;
         self.refresh_view().await;
+        entry.log();
         tracing::info!(
-            audit = "user_changed",
             user_id = %user.id,
             roles_removed,
             password_changed,
@@ -355,12 +394,15 @@ impl Accounts {
     /// Deletes a user and revokes all their tokens; refused with
     /// [`AccountError::LastAdmin`] for the last enabled admin.
     pub async fn delete(&self, username: &str) -> Result<(), AccountError> {
+        let entry =
+            Entry::new(Event::UserDeleted, &self.actor, username).detail("refresh tokens revoked");
         let result = self
             .store
             .delete_user(
                 username,
                 ADMIN_ROLE,
                 self.clock.now(),
+                &self.audit.prepare(&entry),
                 |user, other_admins| {
                     if is_enabled_admin(&user.roles, user.disabled) && other_admins == 0 {
                         Err(AccountError::LastAdmin)
@@ -370,26 +412,23 @@ impl Accounts {
                 },
             )
             .await;
-        self.refused_if_last_admin(username, result)?;
+        self.refused_if_last_admin(username, result).await?;
         self.refresh_view().await;
-        tracing::info!(audit = "user_deleted", username = %username, "user deleted");
+        entry.log();
         Ok(())
     }
 
-    /// Logs a change refused because it would leave no enabled admin.
-    fn refused_if_last_admin<T>(
+    /// Audits a change refused because it would leave no enabled admin.
+    async fn refused_if_last_admin<T>(
         &self,
         username: &str,
         result: Result<T, AccountError>,
     ) -> Result<T, AccountError> {
         if let Err(AccountError::LastAdmin) = &result {
-            tracing::info!(
-                audit = "last_admin_protected",
-                subject = %username,
-                outcome = "refused",
-                detail = "would leave no enabled admin",
-                "change refused: last enabled admin"
-            );
+            let entry = Entry::new(Event::LastAdminProtected, &self.actor, username)
+                .outcome(Outcome::Refused)
+                .detail("would leave no enabled admin");
+            self.audit.record(entry).await;
         }
         result
     }

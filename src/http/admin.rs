@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use poem::Request;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use secrecy::{ExposeSecret as _, SecretString};
 
+use super::audit::actor;
 use super::auth::BearerAuth;
 use super::error::{NO_CACHE, NO_STORE};
 use super::{ApiError, ApiTags, HttpState};
@@ -392,12 +394,13 @@ impl AdminApi {
     #[oai(path = "/admin/keys/rotate", method = "post")]
     async fn rotate_keys(
         &self,
+        req: &Request,
         auth: BearerAuth,
         #[oai(default)] force: Query<bool>,
     ) -> Result<Json<KeyList>, ApiError> {
         let admin = auth.admin(&self.state.tokens)?;
-        self.state.key_schedule.rotate(force.0).await?;
-        tracing::info!(audit = "rotation_requested", by = %admin.sub, force = force.0, "manual rotation");
+        let by = actor(&self.state, &admin, req);
+        self.state.key_schedule.acting(by).rotate(force.0).await?;
         self.key_list().await
     }
 
@@ -409,12 +412,13 @@ impl AdminApi {
     #[oai(path = "/admin/keys/:kid/revoke", method = "post")]
     async fn revoke_key(
         &self,
+        req: &Request,
         auth: BearerAuth,
         kid: Path<String>,
     ) -> Result<Json<KeyList>, ApiError> {
         let admin = auth.admin(&self.state.tokens)?;
-        self.state.key_schedule.revoke(&kid.0).await?;
-        tracing::warn!(audit = "revocation_requested", by = %admin.sub, kid = %kid.0, "key revoked");
+        let by = actor(&self.state, &admin, req);
+        self.state.key_schedule.acting(by).revoke(&kid.0).await?;
         self.key_list().await
     }
 
@@ -432,10 +436,11 @@ impl AdminApi {
     #[oai(path = "/admin/users", method = "post")]
     async fn create_user(
         &self,
+        req: &Request,
         auth: BearerAuth,
         body: Json<CreateUser>,
     ) -> Result<Created, ApiError> {
-        auth.admin(&self.state.tokens)?;
+        let admin = auth.admin(&self.state.tokens)?;
         let Json(CreateUser {
             username,
             password,
@@ -444,6 +449,7 @@ impl AdminApi {
         let user = self
             .state
             .accounts
+            .acting(actor(&self.state, &admin, req))
             .create(&username, &SecretString::from(password), roles)
             .await?;
         Ok(Created::User(Json(user.into())))
@@ -454,11 +460,12 @@ impl AdminApi {
     #[oai(path = "/admin/users/:username", method = "patch")]
     async fn update_user(
         &self,
+        req: &Request,
         auth: BearerAuth,
         username: Path<String>,
         body: Json<UpdateUser>,
     ) -> Result<Json<UserView>, ApiError> {
-        auth.admin(&self.state.tokens)?;
+        let admin = auth.admin(&self.state.tokens)?;
         let Json(UpdateUser {
             roles,
             password,
@@ -467,6 +474,7 @@ impl AdminApi {
         let user = self
             .state
             .accounts
+            .acting(actor(&self.state, &admin, req))
             .update(
                 &username.0,
                 UserUpdate {
@@ -484,11 +492,13 @@ impl AdminApi {
     #[oai(path = "/admin/users/:username", method = "delete")]
     async fn delete_user(
         &self,
+        req: &Request,
         auth: BearerAuth,
         username: Path<String>,
     ) -> Result<Deleted, ApiError> {
-        auth.admin(&self.state.tokens)?;
-        self.state.accounts.delete(&username.0).await?;
+        let admin = auth.admin(&self.state.tokens)?;
+        let by = actor(&self.state, &admin, req);
+        self.state.accounts.acting(by).delete(&username.0).await?;
         Ok(Deleted::Done)
     }
 
@@ -507,10 +517,11 @@ impl AdminApi {
     #[oai(path = "/admin/clients", method = "post")]
     async fn create_client(
         &self,
+        req: &Request,
         auth: BearerAuth,
         body: Json<CreateClient>,
     ) -> Result<ClientCreated, ApiError> {
-        auth.admin(&self.state.tokens)?;
+        let admin = auth.admin(&self.state.tokens)?;
         let Json(CreateClient {
             client_id,
             scopes,
@@ -520,6 +531,7 @@ impl AdminApi {
         let (client, secret) = self
             .state
             .clients
+            .acting(actor(&self.state, &admin, req))
             .create(NewClient {
                 id: client_id,
                 scopes,
@@ -548,6 +560,7 @@ impl AdminApi {
     #[oai(path = "/admin/clients/:client_id/secret", method = "post")]
     async fn rotate_client_secret(
         &self,
+        req: &Request,
         auth: BearerAuth,
         client_id: Path<String>,
     ) -> Result<SecretRotated, ApiError> {
@@ -555,7 +568,8 @@ impl AdminApi {
         let (client, secret) = self
             .state
             .clients
-            .rotate_secret(&client_id.0, &admin.sub)
+            .acting(actor(&self.state, &admin, req))
+            .rotate_secret(&client_id.0)
             .await?;
         Ok(SecretRotated::Secret(
             Json(RotatedSecret {
@@ -572,11 +586,13 @@ impl AdminApi {
     #[oai(path = "/admin/clients/:client_id", method = "delete")]
     async fn delete_client(
         &self,
+        req: &Request,
         auth: BearerAuth,
         client_id: Path<String>,
     ) -> Result<ClientDeleted, ApiError> {
-        auth.admin(&self.state.tokens)?;
-        self.state.clients.delete(&client_id.0).await?;
+        let admin = auth.admin(&self.state.tokens)?;
+        let by = actor(&self.state, &admin, req);
+        self.state.clients.acting(by).delete(&client_id.0).await?;
         Ok(ClientDeleted::Done)
     }
 }

@@ -22,6 +22,7 @@ use poem_openapi::{ApiResponse, Object};
 
 use super::cookies::CsrfError;
 use crate::accounts::{AccountError, ClientAuthError, ClientError, HashError, Throttled};
+use crate::audit::AuditError;
 use crate::keys::KeyError;
 use crate::store::StoreError;
 use crate::token::{GrantError, LoginError, TokenError};
@@ -333,6 +334,15 @@ impl Classify for KeyError {
             | Self::Signing { .. }
             | Self::Transition { .. }
             | Self::Store(_) => Failure::internal(self),
+        }
+    }
+}
+
+impl Classify for AuditError {
+    fn classify(&self) -> Failure {
+        match self {
+            Self::BadQuery(_) => Failure::of(Status::BadRequest, "invalid_request", self),
+            Self::Store(e) => e.classify(),
         }
     }
 }

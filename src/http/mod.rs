@@ -2,6 +2,7 @@
 //! code and map the result. Status codes are decided in `error` alone.
 
 mod admin;
+mod audit;
 mod auth;
 mod client_addr;
 mod connection;
@@ -33,6 +34,7 @@ use poem::{Endpoint, EndpointExt as _, IntoResponse, Request, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 
 use crate::accounts::{Accounts, ClientAuthThrottle, Clients};
+use crate::audit::AuditLog;
 use crate::clock::SharedClock;
 use crate::keys::{KeyManager, KeyScheduler, KeyringHandle};
 use crate::metrics::Metrics;
@@ -78,6 +80,8 @@ pub struct HttpState {
     pub cookies: CookiePolicy,
     /// The origins allowed to call with credentials (CORS).
     pub cors: CorsPolicy,
+    /// The audit trail (`GET /admin/audit`).
+    pub audit: AuditLog,
 }
 
 #[derive(Tags)]
@@ -107,7 +111,8 @@ fn api_service(
             jwks::JwksApi::new(Arc::clone(&state)),
             metrics::MetricsApi::new(Arc::clone(&state)),
             discovery::DiscoveryApi::new(Arc::clone(&state)),
-            admin::AdminApi::new(state),
+            admin::AdminApi::new(Arc::clone(&state)),
+            audit::AuditApi::new(state),
         ),
         "keyturn",
         env!("CARGO_PKG_VERSION"),

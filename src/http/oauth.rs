@@ -481,6 +481,7 @@ impl OAuthApi {
                 None,
                 form.scope.as_deref(),
                 Some(csrf.binding()),
+                self.state.client_addr.of(req),
             )
             .await?;
         self.state
@@ -539,6 +540,7 @@ impl OAuthApi {
         let presented = presented_client(req, form.client_id, form.client_secret)?;
         let client = self.client(req, presented).await?;
         let scope = form.scope.as_deref();
+        let address = self.state.client_addr.of(req);
         let grant = match form.grant_type.as_str() {
             "" => return Err(OAuthError::invalid_request("grant_type is required")),
             name => name.parse::<GrantType>().map_err(|_| {
@@ -556,14 +558,17 @@ impl OAuthApi {
                         "client authentication is required for the client_credentials grant",
                     )
                 })?;
-                self.state.tokens.client_credentials(&client, scope).await?
+                self.state
+                    .tokens
+                    .client_credentials(&client, scope, address)
+                    .await?
             }
             GrantType::RefreshToken => {
                 let token = non_empty(form.refresh_token)
                     .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
                 self.state
                     .tokens
-                    .refresh(&token, client.as_ref(), scope, None)
+                    .refresh(&token, client.as_ref(), scope, None, address)
                     .await?
             }
         };
@@ -602,7 +607,11 @@ impl OAuthApi {
         if form.token.is_empty() {
             return Err(OAuthError::invalid_request("token is required"));
         }
-        self.state.tokens.revoke(&form.token, &client).await?;
+        let address = self.state.client_addr.of(req);
+        self.state
+            .tokens
+            .revoke(&form.token, &client, address)
+            .await?;
         Ok(RevokeResponse::Ok(NO_STORE.into(), NO_CACHE.into()))
     }
 
@@ -673,9 +682,14 @@ impl OAuthApi {
     /// was issued with. Other sessions of the user stay logged in. By
     /// cookie (with `X-CSRF-Token`), also clears the three cookies.
     #[oai(path = "/logout", method = "post", tag = "ApiTags::Auth")]
-    async fn logout(&self, auth: BearerAuth) -> Result<WithCookies<LogoutResponse>, ApiError> {
+    async fn logout(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+    ) -> Result<WithCookies<LogoutResponse>, ApiError> {
         let claims = auth.claims(&self.state.tokens)?;
-        self.state.tokens.logout(&claims).await?;
+        let address = self.state.client_addr.of(req);
+        self.state.tokens.logout(&claims, address).await?;
         Ok(WithCookies {
             response: LogoutResponse::Done,
             cookies: if auth.by_cookie() {

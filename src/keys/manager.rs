@@ -16,6 +16,7 @@ use super::keyring::{Jwks, Keyring, VerifyingKey};
 use super::material::{self, GeneratedKey, ImportError, MaterialError, PublicJwk, SigningKey};
 use super::rotation::{self, Action, KeyMeta, Policy, RotationError, Trigger};
 use super::{KeyError, KeyLifecycle, KeyState, MasterKey, NewKeyState, SigningAlg};
+use crate::audit::{Actor, Entry, Event};
 use crate::store::{KeyChange, KeyRow, Store, StoreError};
 
 /// What operators see of a key: never private material.
@@ -66,6 +67,8 @@ pub struct KeyManager {
     master: Arc<MasterKey>,
     policy: Policy,
     rsa_bits: usize,
+    /// Who manual changes are audited as (scheduled ones: the scheduler).
+    actor: Actor,
 }
 
 /// A stored row with its public key parsed.
@@ -131,6 +134,15 @@ impl KeyManager {
             master,
             policy,
             rsa_bits,
+            actor: Actor::system(),
+        }
+    }
+
+    /// The same operations, manual changes audited as made by `actor`.
+    pub fn acting(&self, actor: Actor) -> Self {
+        Self {
+            actor,
+            ..self.clone()
         }
     }
 
@@ -211,8 +223,15 @@ impl KeyManager {
     }
 
     /// Reads the keyset, decides with `decide`, applies in one conditional
-    /// transaction; retries if another writer got there first.
-    async fn change<F>(&self, now: i64, decide: F) -> Result<Vec<Action>, KeyError>
+    /// transaction with the audit events (one per planned action, by
+    /// `actor`, plus `extra`); retries if another writer got there first.
+    async fn change<F>(
+        &self,
+        now: i64,
+        actor: &Actor,
+        extra_events: &[Entry],
+        decide: F,
+    ) -> Result<Vec<Action>, KeyError>
     where
         F: Fn(&[KeyMeta]) -> Result<(Vec<Action>, Vec<KeyChange>), KeyError>,
     {
@@ -225,13 +244,22 @@ impl KeyManager {
             }
             let mut changes = extra;
             changes.extend(self.changes_for(now, &keys, &actions).await?);
-            match self.store.apply_key_changes(version, &changes).await {
+            // The planned actions' changes come last, one each.
+            let planned = &changes[changes.len() - actions.len()..];
+            let mut events: Vec<Entry> = actions
+                .iter()
+                .zip(planned)
+                .map(|(action, change)| audit_entry(actor, action, change))
+                .collect();
+            events.extend_from_slice(extra_events);
+            let records: Vec<_> = events.iter().map(|e| e.record_at(now)).collect();
+            match self
+                .store
+                .apply_audited_key_changes(version, &changes, &records)
+                .await
+            {
                 Ok(()) => {
-                    // The planned actions' changes come last, one each.
-                    let planned = &changes[changes.len() - actions.len()..];
-                    for (action, change) in actions.iter().zip(planned) {
-                        audit(action, change);
-                    }
+                    events.iter().for_each(Entry::log);
                     return Ok(actions);
                 }
                 Err(StoreError::Conflict) => continue,
@@ -247,7 +275,7 @@ impl KeyManager {
     pub async fn run_scheduled(&self, now: i64) -> Result<ScheduledRun, KeyError> {
         let postponed = std::sync::Mutex::new(None);
         let actions = self
-            .change(now, |metas| {
+            .change(now, &Actor::scheduler(), &[], |metas| {
                 let plan = rotation::plan(now, metas, &self.policy, Trigger::Scheduled)?;
                 if let Ok(mut p) = postponed.lock() {
                     *p = plan.postponed_until;
@@ -265,7 +293,7 @@ impl KeyManager {
     /// Rotates now (operator request). Without `force`, refuses while the
     /// successor has been published for less than the prepublish time.
     pub async fn rotate(&self, now: i64, force: bool) -> Result<Vec<Action>, KeyError> {
-        self.change(now, |metas| {
+        self.change(now, &self.actor, &[], |metas| {
             let plan = rotation::plan(now, metas, &self.policy, Trigger::Manual { force })?;
             Ok((plan.actions, Vec::new()))
         })
@@ -275,7 +303,7 @@ impl KeyManager {
     /// Emergency revocation: removes `kid` from the JWKS and destroys its
     /// private half; promotes or generates a signer if it was signing.
     pub async fn revoke(&self, kid: &str, now: i64) -> Result<Vec<Action>, KeyError> {
-        self.change(now, |metas| {
+        self.change(now, &self.actor, &[], |metas| {
             Ok((rotation::plan_revoke(kid, metas, &self.policy)?, Vec::new()))
         })
         .await
@@ -298,7 +326,9 @@ impl KeyManager {
             .map_err(|e| KeyError::Import(ImportError::Unusable(e)))?;
         let row = self.new_row(&generated, NewKeyState::Next, now)?;
         let kid = row.kid.clone();
-        self.change(now, |metas| {
+        let imported = Entry::new(Event::KeyImported, &self.actor, &kid)
+            .detail(format!("alg={alg} state=next"));
+        self.change(now, &self.actor, std::slice::from_ref(&imported), |metas| {
             if metas.iter().any(|k| k.kid == kid) {
                 return Err(KeyError::Import(ImportError::Duplicate));
             }
@@ -310,7 +340,6 @@ impl KeyManager {
             Ok((replaced, vec![KeyChange::Insert(row.clone())]))
         })
         .await?;
-        tracing::info!(audit = "key_imported", kid = %kid, alg = %alg, "imported key as next");
         Ok(kid)
     }
 
@@ -411,36 +440,47 @@ impl KeyManager {
     }
 }
 
-/// One structured audit line per applied lifecycle change.
-fn audit(action: &Action, change: &KeyChange) {
+/// The audit event of one applied lifecycle change.
+fn audit_entry(actor: &Actor, action: &Action, change: &KeyChange) -> Entry {
     let alg = match change {
         KeyChange::Insert(row) | KeyChange::Update(row) => row.alg.as_str(),
         KeyChange::Delete(_) => "",
     };
-    match action {
+    let (event, kid, detail) = match action {
         Action::Generate(state) => {
             let kid = match change {
                 KeyChange::Insert(row) => row.kid.as_str(),
                 _ => "",
             };
-            tracing::info!(audit = "key_generated", kid, alg, state = %state, "generated signing key");
+            (Event::KeyGenerated, kid, format!("alg={alg} state={state}"))
         }
-        Action::Promote(kid) => {
-            tracing::info!(audit = "key_promoted", kid = %kid, alg, "key is now current (rotation)");
-        }
-        Action::Retire(kid) => {
-            tracing::info!(audit = "key_retired", kid = %kid, alg, "key retired; still published");
-        }
-        Action::Prune(kid) => {
-            tracing::info!(audit = "key_pruned", kid = %kid, "retired key pruned; private half destroyed");
-        }
-        Action::Drop(kid) => {
-            tracing::info!(audit = "key_dropped", kid = %kid, "unused next key removed");
-        }
-        Action::Revoke(kid) => {
-            tracing::warn!(audit = "key_revoked", kid = %kid, alg, "key revoked; removed from the JWKS");
-        }
-    }
+        Action::Promote(kid) => (
+            Event::KeyPromoted,
+            kid.as_str(),
+            format!("alg={alg} now signing (rotation)"),
+        ),
+        Action::Retire(kid) => (
+            Event::KeyRetired,
+            kid.as_str(),
+            format!("alg={alg} still published"),
+        ),
+        Action::Prune(kid) => (
+            Event::KeyPruned,
+            kid.as_str(),
+            "its tokens expired; private half destroyed".to_owned(),
+        ),
+        Action::Drop(kid) => (
+            Event::KeyDropped,
+            kid.as_str(),
+            "unused next key removed".to_owned(),
+        ),
+        Action::Revoke(kid) => (
+            Event::KeyRevoked,
+            kid.as_str(),
+            format!("alg={alg} removed from the JWKS; private half destroyed"),
+        ),
+    };
+    Entry::new(event, actor, kid).detail(detail)
 }
 
 /// The JWKS of the published keys: current first (clients that take the

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use super::rotation::Action;
 use super::{KeyError, KeyManager, KeyringHandle};
+use crate::audit::Actor;
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
 
@@ -38,6 +39,15 @@ impl KeyScheduler {
             metrics,
             clock,
             announced_postponement: Arc::default(),
+        }
+    }
+
+    /// The same schedule, manual rotations and revocations audited as made
+    /// by `actor`.
+    pub fn acting(&self, actor: Actor) -> Self {
+        Self {
+            manager: self.manager.acting(actor),
+            ..self.clone()
         }
     }
 

@@ -4,7 +4,8 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError, bump_version};
+use super::audit::insert_audit_in;
+use super::{AuditRecord, Store, StoreError, bump_version};
 
 /// A registered OAuth client as stored.
 #[derive(Clone)]
@@ -88,8 +89,12 @@ fn client_from_row(row: &AnyRow) -> Result<ClientRow, StoreError> {
 }
 
 impl Store {
-    /// Registers a client; `Conflict` if the id is taken.
-    pub async fn insert_client(&self, client: &ClientRow) -> Result<(), StoreError> {
+    /// Registers a client and records `audit`; `Conflict` if the id is taken.
+    pub async fn insert_client(
+        &self,
+        client: &ClientRow,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(concat!(
             "INSERT INTO clients (",
@@ -106,6 +111,7 @@ impl Store {
         .await
         .map_err(StoreError::from_write)?;
         bump_version(&mut tx, "clients").await?;
+        insert_audit_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -146,8 +152,13 @@ impl Store {
     /// Deletes a client and revokes the refresh tokens issued to it. Its
     /// access tokens die twice over: servers refuse tokens of unknown
     /// clients, and the id's cutoff moves to `now`, so registering the id
-    /// again does not revive them.
-    pub async fn delete_client(&self, client_id: &str, now: i64) -> Result<(), StoreError> {
+    /// again does not revive them. Records `audit`.
+    pub async fn delete_client(
+        &self,
+        client_id: &str,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let deleted = sqlx::query("DELETE FROM clients WHERE client_id = $1")
             .bind(client_id)
@@ -159,18 +170,20 @@ impl Store {
         }
         cut_off_client_tokens(&mut tx, client_id, now).await?;
         bump_version(&mut tx, "clients").await?;
+        insert_audit_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Replaces a client's secret hash and refuses every token of the
     /// client issued at or before `now` (and its refresh tokens), in one
-    /// transaction. `NotFound` if there is no such client.
+    /// transaction, with `audit`. `NotFound` if there is no such client.
     pub async fn rotate_client_secret(
         &self,
         client_id: &str,
         secret_hash: &str,
         now: i64,
+        audit: &AuditRecord,
     ) -> Result<ClientRow, StoreError> {
         let mut tx = self.pool.begin().await?;
         let changed = sqlx::query("UPDATE clients SET secret_hash = $1 WHERE client_id = $2")
@@ -189,6 +202,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let client = client_from_row(&row)?;
+        insert_audit_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(client)
     }

@@ -9,7 +9,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError};
+use super::{AuditRecord, Store, StoreError};
 use crate::keys::{KeyLifecycle, KeyState, SealedKey, SigningAlg, UnknownName};
 
 /// One change to the keys table, applied with others in one transaction.
@@ -181,6 +181,18 @@ impl Store {
         expected_version: i64,
         changes: &[KeyChange],
     ) -> Result<(), StoreError> {
+        self.apply_audited_key_changes(expected_version, changes, &[])
+            .await
+    }
+
+    /// [`Store::apply_key_changes`], recording `audit` in the same
+    /// transaction.
+    pub async fn apply_audited_key_changes(
+        &self,
+        expected_version: i64,
+        changes: &[KeyChange],
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let bumped = sqlx::query(
             "UPDATE versions SET version = version + 1 WHERE name = 'keys' AND version = $1",
@@ -222,6 +234,7 @@ impl Store {
                 }
             }
         }
+        super::audit::insert_audits_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }

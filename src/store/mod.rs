@@ -7,12 +7,14 @@
 //! Domain modules call the typed methods here and never see a row or a
 //! connection. Timestamps are Unix seconds, UTC.
 
+mod audit;
 mod clients;
 mod keys;
 mod master;
 mod tokens;
 mod users;
 
+pub use audit::{AuditFilter, AuditRecord, AuditRow};
 pub use clients::{ClientRow, ClientStatusRow};
 pub use keys::{KeyChange, KeyRow, KeyRowError};
 pub use tokens::{RefreshTokenRow, RefreshTokenState, RevocationTimes, RevokedJti};

@@ -4,7 +4,8 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Backend, Store, StoreError, bump_version};
+use super::audit::insert_audit_in;
+use super::{AuditRecord, Backend, Store, StoreError, bump_version};
 
 /// A refresh token as stored: its hash, never the token itself.
 #[derive(Debug, Clone)]
@@ -312,12 +313,13 @@ impl Store {
     /// already spent or revoked, including by a concurrent request: exactly
     /// one of two simultaneous uses wins, and a revocation of the family
     /// either waits for this rotation (and then revokes the child too) or
-    /// makes it fail.
+    /// makes it fail. `audit` is recorded only when the rotation happens.
     pub async fn rotate_refresh_token(
         &self,
         presented: &str,
         now: i64,
         child: &RefreshTokenRow,
+        audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let family = lock_family(&mut tx, self.backend, &child.family_id).await?;
@@ -345,6 +347,7 @@ impl Store {
             .bind(&child.family_id)
             .execute(&mut *tx)
             .await?;
+        insert_audit_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -352,16 +355,20 @@ impl Store {
     /// Revokes a family: its row, every refresh token in it, and the access
     /// tokens issued with them that are still live (each kept on the
     /// revocation list until its own `exp`). One transaction, under the
-    /// family's lock; returns the listed `jti`s.
+    /// family's lock, with `audit` if given; returns the listed `jti`s.
     pub async fn revoke_refresh_family(
         &self,
         family_id: &str,
         times: RevocationTimes,
+        audit: Option<&AuditRecord>,
     ) -> Result<Vec<RevokedJti>, StoreError> {
         let mut tx = self.pool.begin().await?;
         lock_family(&mut tx, self.backend, family_id).await?;
         let revoked = revoke_family_locked(&mut tx, family_id, times).await?;
         bump_version(&mut tx, "revocations").await?;
+        if let Some(audit) = audit {
+            insert_audit_in(&mut tx, audit).await?;
+        }
         tx.commit().await?;
         Ok(revoked)
     }
@@ -406,15 +413,17 @@ impl Store {
         Ok(family)
     }
 
-    /// Puts one access token on the revocation list.
+    /// Puts one access token on the revocation list and records `audit`.
     pub async fn revoke_access_token(
         &self,
         revoked: &RevokedJti,
         now: i64,
+        audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         insert_revoked(&mut tx, revoked, now).await?;
         bump_version(&mut tx, "revocations").await?;
+        insert_audit_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }

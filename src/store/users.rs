@@ -3,7 +3,8 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Backend, Store, StoreError, bump_version};
+use super::audit::insert_audit_in;
+use super::{AuditRecord, Backend, Store, StoreError, bump_version};
 
 /// A user as stored. `password_hash` is a PHC string (argon2id).
 #[derive(Clone)]
@@ -92,8 +93,9 @@ fn roles_json(roles: &[String]) -> String {
 }
 
 impl Store {
-    /// Creates a user; `Conflict` if the username is taken.
-    pub async fn insert_user(&self, user: &UserRow) -> Result<(), StoreError> {
+    /// Creates a user and records `audit`; `Conflict` if the username is
+    /// taken.
+    pub async fn insert_user(&self, user: &UserRow, audit: &AuditRecord) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(concat!(
             "INSERT INTO users (",
@@ -112,6 +114,7 @@ impl Store {
         .await
         .map_err(StoreError::from_write)?;
         bump_version(&mut tx, "users").await?;
+        insert_audit_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -174,12 +177,13 @@ impl Store {
     /// write lock (see [`lock_user_writes`]) it reads the user and how many
     /// *other* enabled users hold `guarded_role`, lets `decide` turn that
     /// into a change or refuse, and applies the change, all in one
-    /// transaction. Returns the updated user.
+    /// transaction, with `audit`. Returns the updated user.
     pub async fn update_user<E: From<StoreError>>(
         &self,
         username: &str,
         guarded_role: &str,
         now: i64,
+        audit: &AuditRecord,
         decide: impl FnOnce(&UserRow, usize) -> Result<UserChange, E>,
     ) -> Result<UserRow, E> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
@@ -212,6 +216,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::from)?;
+        insert_audit_in(&mut tx, audit).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(user)
     }
@@ -219,12 +224,13 @@ impl Store {
     /// Deletes a user and revokes their refresh tokens, if `decide` (given
     /// the user and how many other enabled users hold `guarded_role`, read
     /// under the user write lock) allows it. Their access tokens die with
-    /// them because servers refuse tokens of unknown users.
+    /// them because servers refuse tokens of unknown users. Records `audit`.
     pub async fn delete_user<E: From<StoreError>>(
         &self,
         username: &str,
         guarded_role: &str,
         now: i64,
+        audit: &AuditRecord,
         decide: impl FnOnce(&UserRow, usize) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
@@ -236,6 +242,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::from)?;
+        insert_audit_in(&mut tx, audit).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }

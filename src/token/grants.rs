@@ -7,12 +7,14 @@
 //! client, if any.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use super::{
     AccessClaims, FIRST_PARTY_CLIENT, IssuedTokens, RefreshTokenRow, TokenError, Tokens,
     hash_refresh_token, random_token, secs,
 };
 use crate::accounts::{Client, GrantType, accepts_token, is_scope_token};
+use crate::audit::{Actor, Entry, Event, Outcome};
 use crate::store::{RefreshTokenState, RevokedJti, StoreError, UserRow};
 
 /// Why a grant failed; the variants are RFC 6749 §5.2's error codes. The
@@ -148,10 +150,12 @@ impl Tokens {
     /// `grant_type=client_credentials`: a token for the client itself
     /// (`sub` = `client_id` = the client id, no user, no roles, no refresh
     /// token), scoped to `scope` if given, else to everything it may have.
+    /// `client_ip`: for the audit trail.
     pub async fn client_credentials(
         &self,
         client: &Client,
         scope: Option<&str>,
+        client_ip: Option<IpAddr>,
     ) -> Result<IssuedTokens, GrantError> {
         if !client.allows(GrantType::ClientCredentials) {
             return Err(GrantError::UnauthorizedClient(GrantType::ClientCredentials));
@@ -170,7 +174,12 @@ impl Tokens {
             ..self.new_claims(now, &client.id, &client.id, client.audience.as_deref())
         };
         let access_token = self.sign(&claims)?;
-        tracing::info!(audit = "token_issued", grant = "client_credentials", client_id = %client.id, jti = %claims.jti, "client token issued");
+        let actor = Actor::new(client.id.clone(), client_ip);
+        let entry = Entry::new(Event::TokenIssued, &actor, &client.id).detail(format!(
+            "grant=client_credentials jti={} scope={}",
+            claims.jti, claims.scope
+        ));
+        self.audit.record(entry).await;
         Ok(IssuedTokens {
             access_token,
             expires_in: self.policy.access_ttl.as_secs(),
@@ -193,13 +202,14 @@ impl Tokens {
     /// `invalid_grant` (or `unauthorized_client` if it may not use the
     /// grant at all).
     /// `csrf`: the cookie transport's CSRF binding claim for the new access
-    /// token, if any.
+    /// token, if any; `client_ip`: for the audit trail.
     pub async fn refresh(
         &self,
         refresh_token: &str,
         client: Option<&Client>,
         scope: Option<&str>,
         csrf: Option<String>,
+        client_ip: Option<IpAddr>,
     ) -> Result<IssuedTokens, GrantError> {
         const UNKNOWN: &str = "the refresh token is invalid";
         if let Some(client) = client
@@ -221,7 +231,7 @@ impl Tokens {
             return Err(GrantError::InvalidGrant(UNKNOWN));
         };
         if used_at.is_some() || revoked_at.is_some() {
-            self.revoke_family_after_reuse(&row).await?;
+            self.revoke_family_after_reuse(&row, client_ip).await?;
             return Err(GrantError::InvalidGrant(
                 "the refresh token was already used or has been revoked; its whole family is now revoked",
             ));
@@ -267,18 +277,23 @@ impl Tokens {
             expires_at: self.refresh_expiry(now, family_started_at),
             access_expires_at: claims.exp,
         };
+        let actor = Actor::new(user.id.clone(), client_ip);
+        let entry = Entry::new(Event::TokenIssued, &actor, &user.username).detail(format!(
+            "grant=refresh_token jti={} family={} scope={}",
+            claims.jti, row.family_id, claims.scope
+        ));
         if !self
             .store
-            .rotate_refresh_token(&presented, now, &child)
+            .rotate_refresh_token(&presented, now, &child, &self.audit.prepare(&entry))
             .await?
         {
             // Another request spent it between our read and our update.
-            self.revoke_family_after_reuse(&row).await?;
+            self.revoke_family_after_reuse(&row, client_ip).await?;
             return Err(GrantError::InvalidGrant(
                 "the refresh token was already used or has been revoked; its whole family is now revoked",
             ));
         }
-        tracing::info!(audit = "token_issued", grant = "refresh_token", user_id = %user.id, client_id = %row.client_id, family_id = %row.family_id, jti = %claims.jti, "refresh token rotated");
+        entry.log();
         Ok(IssuedTokens {
             access_token,
             expires_in: self.policy.access_ttl.as_secs(),
@@ -296,31 +311,54 @@ impl Tokens {
         Ok(user.filter(|u| accepts_token(u.disabled, u.tokens_valid_after, row.issued_at)))
     }
 
-    async fn revoke_family_after_reuse(&self, row: &RefreshTokenRow) -> Result<(), GrantError> {
-        tracing::warn!(audit = "refresh_token_reuse", family_id = %row.family_id, client_id = %row.client_id, user_id = ?row.user_id, "spent or revoked refresh token presented; family revoked");
-        self.revoke_family(&row.family_id).await
+    async fn revoke_family_after_reuse(
+        &self,
+        row: &RefreshTokenRow,
+        client_ip: Option<IpAddr>,
+    ) -> Result<(), GrantError> {
+        // Whoever presented it is unknown; the family's user is the subject.
+        let subject = row.user_id.as_deref().unwrap_or(&row.client_id);
+        let entry = Entry::new(
+            Event::RefreshTokenReuse,
+            &Actor::new("unknown", client_ip),
+            subject,
+        )
+        .outcome(Outcome::Refused)
+        .detail(format!(
+            "spent or revoked refresh token presented; family={} revoked",
+            row.family_id
+        ));
+        self.revoke_family(&row.family_id, Some(&entry)).await?;
+        entry.log();
+        Ok(())
     }
 
     /// Revokes a refresh family and the access tokens issued with it, in
-    /// the store and at once in this instance's view.
-    async fn revoke_family(&self, family_id: &str) -> Result<(), GrantError> {
+    /// the store (with `audit`, if any) and at once in this instance's view.
+    async fn revoke_family(
+        &self,
+        family_id: &str,
+        audit: Option<&Entry>,
+    ) -> Result<(), GrantError> {
+        let record = audit.map(|e| self.audit.prepare(e));
         let revoked = self
             .store
-            .revoke_refresh_family(family_id, self.revocation_times())
+            .revoke_refresh_family(family_id, self.revocation_times(), record.as_ref())
             .await?;
         self.revocations.add(&revoked);
         Ok(())
     }
 
-    async fn revoke_jti(&self, jti: &str, exp: i64) -> Result<(), GrantError> {
+    async fn revoke_jti(&self, jti: &str, exp: i64, audit: &Entry) -> Result<(), GrantError> {
         let entry = RevokedJti {
             jti: jti.to_owned(),
             expires_at: exp,
         };
         self.store
-            .revoke_access_token(&entry, self.clock.now())
+            .revoke_access_token(&entry, self.clock.now(), &self.audit.prepare(audit))
             .await?;
         self.revocations.add(std::slice::from_ref(&entry));
+        audit.log();
         Ok(())
     }
 
@@ -330,7 +368,13 @@ impl Tokens {
     /// a registered client never holds one. Unknown, invalid and expired
     /// tokens, and tokens issued to another client, are left alone: the
     /// endpoint answers 200 either way. Returns whether anything changed.
-    pub async fn revoke(&self, token: &str, client: &Client) -> Result<bool, GrantError> {
+    /// `client_ip`: for the audit trail.
+    pub async fn revoke(
+        &self,
+        token: &str,
+        client: &Client,
+        client_ip: Option<IpAddr>,
+    ) -> Result<bool, GrantError> {
         if token.is_empty() || token.len() > super::MAX_TOKEN_BYTES {
             return Ok(false);
         }
@@ -344,8 +388,10 @@ impl Tokens {
                 if claims.client_id != client.id {
                     return Ok(false);
                 }
-                self.revoke_jti(&claims.jti, claims.exp).await?;
-                tracing::info!(audit = "token_revoked", kind = "access", client_id = %client.id, jti = %claims.jti, "access token revoked");
+                let actor = Actor::new(client.id.clone(), client_ip);
+                let entry = Entry::new(Event::TokenRevoked, &actor, &claims.sub)
+                    .detail(format!("kind=access jti={}", claims.jti));
+                self.revoke_jti(&claims.jti, claims.exp, &entry).await?;
                 Ok(true)
             }
         }
@@ -394,13 +440,20 @@ impl Tokens {
     }
 
     /// Logout: revokes this (validated) access token and the refresh family
-    /// it was issued with, if any.
-    pub async fn logout(&self, claims: &AccessClaims) -> Result<(), GrantError> {
-        self.revoke_jti(&claims.jti, claims.exp).await?;
+    /// it was issued with, if any. `client_ip`: for the audit trail.
+    pub async fn logout(
+        &self,
+        claims: &AccessClaims,
+        client_ip: Option<IpAddr>,
+    ) -> Result<(), GrantError> {
+        let actor = Actor::new(claims.sub.clone(), client_ip);
+        let subject = claims.username.as_deref().unwrap_or(&claims.sub);
+        let entry = Entry::new(Event::Logout, &actor, subject)
+            .detail(format!("client_id={} jti={}", claims.client_id, claims.jti));
+        self.revoke_jti(&claims.jti, claims.exp, &entry).await?;
         if let Some(family) = self.store.refresh_family_of(&claims.jti).await? {
-            self.revoke_family(&family).await?;
+            self.revoke_family(&family, None).await?;
         }
-        tracing::info!(audit = "logout", sub = %claims.sub, client_id = %claims.client_id, jti = %claims.jti, "logged out");
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ use secrecy::SecretString;
 
 use super::{FIRST_PARTY_CLIENT, IssuedTokens, TokenError, Tokens};
 use crate::accounts::{AccountError, Accounts, LoginThrottle, Throttled};
+use crate::audit::{Actor, Entry, Event, Outcome};
 use crate::metrics::{IssuedBy, Metrics};
 
 /// Why a login did not give tokens.
@@ -67,8 +68,17 @@ impl Login {
             Ok(attempt) => attempt,
             Err(throttled) => {
                 self.metrics.login_failed();
-                tracing::warn!(audit = "login_throttled", client_ip = ?address,
-                    outcome = "refused", detail = "too many failures", "login throttled");
+                let entry = Entry::new(
+                    Event::LoginThrottled,
+                    &Actor::new("anonymous", address),
+                    username,
+                )
+                .outcome(Outcome::Refused)
+                .detail(format!(
+                    "too many failures; retry in {} s",
+                    throttled.retry_after
+                ));
+                self.tokens.audit.record(entry).await;
                 return Err(LoginError::Throttled(throttled));
             }
         };
@@ -79,8 +89,21 @@ impl Login {
                     attempt.failed();
                 }
                 self.metrics.login_failed();
-                tracing::info!(audit = "login_failed", client_ip = ?address,
-                    outcome = "failure", "login failed");
+                // The name as typed (it may be no user's); never the password.
+                let (outcome, detail) = match &err {
+                    AccountError::InvalidCredentials => {
+                        (Outcome::Failure, "invalid username or password")
+                    }
+                    _ => (Outcome::Failure, "the check failed (server side)"),
+                };
+                let entry = Entry::new(
+                    Event::LoginFailed,
+                    &Actor::new("anonymous", address),
+                    username,
+                )
+                .outcome(outcome)
+                .detail(detail);
+                self.tokens.audit.record(entry).await;
                 return Err(err.into());
             }
         };
@@ -90,7 +113,17 @@ impl Login {
             .issue_for_user(&user, FIRST_PARTY_CLIENT, "", csrf)
             .await?;
         self.metrics.token_issued(IssuedBy::Login);
-        tracing::info!(audit = "login", user_id = %user.id, "login succeeded");
+        let entry = Entry::new(
+            Event::LoginSucceeded,
+            &Actor::new(user.id.clone(), address),
+            &user.username,
+        )
+        .detail(if issued.refresh_token.is_some() {
+            "first-party tokens issued"
+        } else {
+            "access token issued"
+        });
+        self.tokens.audit.record(entry).await;
         Ok(issued)
     }
 

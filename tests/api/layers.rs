@@ -11,6 +11,7 @@ const RULES: &[(&str, &[&str])] = &[
         &[
             "accounts",
             "app",
+            "audit",
             "cli",
             "clock",
             "config",
@@ -22,7 +23,14 @@ const RULES: &[(&str, &[&str])] = &[
             "token",
         ],
     ),
-    ("store", &["accounts", "app", "cli", "http", "token"]),
+    (
+        "store",
+        &["accounts", "app", "audit", "cli", "http", "token"],
+    ),
+    (
+        "audit",
+        &["accounts", "app", "cli", "http", "keys", "token"],
+    ),
     ("keys", &["accounts", "app", "cli", "http", "token"]),
     ("accounts", &["app", "cli", "http", "keys", "token"]),
     ("token", &["app", "cli", "http"]),

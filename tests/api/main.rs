@@ -2,6 +2,7 @@
 //! random ports and talks HTTP to them.
 
 mod admin;
+mod audit;
 mod browser;
 mod cli;
 mod clients;

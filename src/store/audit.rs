@@ -1,0 +1,163 @@
+//! The `audit_events` table: append, page through, prune.
+//!
+//! Events that record a change are written by the change's own transaction
+//! ([`insert_audit_in`]), so the trail holds an event exactly when the change
+//! committed; events with no transaction of their own (a failed login, an
+//! issued token) are one plain INSERT ([`Store::insert_audit`]), never a
+//! read-then-write transaction that could meet `SQLITE_BUSY`.
+
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError};
+
+/// An event to append (the store assigns its id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// When it happened (Unix seconds).
+    pub occurred_at: i64,
+    /// What happened (`login_failed`, `user_created`, …).
+    pub event: String,
+    /// Who did it (a user id, a client id, `cli`, `scheduler`, …).
+    pub actor: String,
+    /// What it was done to.
+    pub subject: String,
+    /// The client's address, for events caused by a request.
+    pub client_ip: Option<String>,
+    /// `success`, `failure` or `refused`.
+    pub outcome: String,
+    /// A short, non-secret description.
+    pub detail: String,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    /// Grows with every insert; orders events.
+    pub id: i64,
+    /// The event.
+    pub record: AuditRecord,
+}
+
+/// Which events to read, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only this event name.
+    pub event: Option<String>,
+    /// Only this subject.
+    pub subject: Option<String>,
+    /// Only events at or after this time.
+    pub since: Option<i64>,
+    /// Only events at or before this time.
+    pub until: Option<i64>,
+    /// Only events older than this id (the paging cursor).
+    pub before_id: Option<i64>,
+    /// Only events newer than this id (following the trail).
+    pub after_id: Option<i64>,
+}
+
+fn audit_from_row(row: &AnyRow) -> Result<AuditRow, StoreError> {
+    Ok(AuditRow {
+        id: row.try_get("id")?,
+        record: AuditRecord {
+            occurred_at: row.try_get("occurred_at")?,
+            event: row.try_get("event")?,
+            actor: row.try_get("actor")?,
+            subject: row.try_get("subject")?,
+            client_ip: row.try_get("client_ip")?,
+            outcome: row.try_get("outcome")?,
+            detail: row.try_get("detail")?,
+        },
+    })
+}
+
+/// Appends `record` on `conn`, inside the caller's transaction.
+pub(super) async fn insert_audit_in(
+    conn: &mut sqlx::AnyConnection,
+    record: &AuditRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_events (occurred_at, event, actor, subject, client_ip, outcome, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(record.occurred_at)
+    .bind(&record.event)
+    .bind(&record.actor)
+    .bind(&record.subject)
+    .bind(record.client_ip.clone())
+    .bind(&record.outcome)
+    .bind(&record.detail)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Appends every record of `records` on `conn`.
+pub(super) async fn insert_audits_in(
+    conn: &mut sqlx::AnyConnection,
+    records: &[AuditRecord],
+) -> Result<(), StoreError> {
+    for record in records {
+        insert_audit_in(&mut *conn, record).await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Appends one event with a single INSERT (autocommit).
+    pub async fn insert_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        insert_audit_in(&mut conn, record).await
+    }
+
+    /// Up to `limit` events matching `filter`: newest first, or oldest
+    /// first when following (`after_id` set).
+    pub async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        // Every condition is always present and disabled by a NULL-ish
+        // sentinel, so the statement stays one static string.
+        let order = if filter.after_id.is_some() {
+            "ASC"
+        } else {
+            "DESC"
+        };
+        let sql = format!(
+            "SELECT id, occurred_at, event, actor, subject, client_ip, outcome, detail \
+             FROM audit_events \
+             WHERE ($1 = '' OR event = $1) AND ($2 = '' OR subject = $2) \
+             AND occurred_at >= $3 AND occurred_at <= $4 AND id < $5 AND id > $6 \
+             ORDER BY id {order} LIMIT $7"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(filter.event.clone().unwrap_or_default())
+            .bind(filter.subject.clone().unwrap_or_default())
+            .bind(filter.since.unwrap_or(i64::MIN))
+            .bind(filter.until.unwrap_or(i64::MAX))
+            .bind(filter.before_id.unwrap_or(i64::MAX))
+            .bind(filter.after_id.unwrap_or(i64::MIN))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    /// The newest event's id (0 for an empty trail).
+    pub async fn last_audit_id(&self) -> Result<i64, StoreError> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM audit_events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id.unwrap_or(0))
+    }
+
+    /// Deletes events older than `cutoff` (Unix seconds); returns how many.
+    pub async fn delete_audit_before(&self, cutoff: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM audit_events WHERE occurred_at < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
