@@ -27,4 +27,5 @@ mod sessions;
 mod strict_http;
 mod throttle;
 mod tokens;
+mod user_races;
 mod verifier;
