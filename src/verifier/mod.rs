@@ -43,6 +43,8 @@
 pub mod clock;
 pub mod csrf;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod jwks_cache;
 #[cfg(feature = "poem")]
 pub mod poem;
