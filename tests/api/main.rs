@@ -13,6 +13,7 @@ mod crosscheck;
 mod discovery;
 mod health;
 mod helpers;
+mod hostile;
 mod input;
 mod interop;
 mod jwks;

@@ -415,6 +415,9 @@ mod fuzz_bodies {
 
     #[test]
     fn the_jwks_target_accepts_its_own_fixed_set() {
-        assert_eq!(fuzzing::build_from_jwks(fuzzing::JWKS.as_bytes()), Some(true));
+        assert_eq!(
+            fuzzing::build_from_jwks(fuzzing::JWKS.as_bytes()),
+            Some(true)
+        );
     }
 }
