@@ -638,7 +638,7 @@ pub async fn render_poem_error(err: poem::Error) -> Response {
             tracing::error!(error = %err, status = %s, "request failed");
             ("server_error", "internal server error".into())
         }
-        _ => ("invalid_request", err.to_string()),
+        _ => ("invalid_request", payload_description(err.to_string())),
     };
     // poem reports some client mistakes as 5xx-free 4xx already; anything
     // else that is not an explicit server failure stays a client error.
@@ -656,6 +656,26 @@ pub async fn render_poem_error(err: poem::Error) -> Response {
         );
     }
     response
+}
+
+/// poem-openapi's type errors on a body echo the value sent (a password in
+/// the wrong field, say) and name our Rust request types ("occurred while
+/// parsing \"LoginRequest\""). Keep only the expected JSON type.
+fn payload_description(message: String) -> String {
+    const TYPE_ERROR: &str = "parse request payload error: Expected input type \"";
+    let Some(rest) = message.strip_prefix(TYPE_ERROR) else {
+        return message;
+    };
+    let expected = rest.split('"').next().unwrap_or_default();
+    let json_types = ["string", "boolean", "integer", "number", "array", "object"];
+    let expected = json_types
+        .into_iter()
+        .find(|t| expected.starts_with(t))
+        .unwrap_or("object");
+    format!(
+        "parse request payload error: a value in the body is not of the expected type \
+         (expected {expected}; see /openapi.json)"
+    )
 }
 
 #[cfg(test)]
@@ -693,6 +713,25 @@ mod tests {
 
     fn store_failure() -> StoreError {
         StoreError::Corrupt("row 7".into())
+    }
+
+    #[test]
+    fn payload_type_errors_echo_neither_the_value_nor_our_type_names() {
+        let poem = "parse request payload error: Expected input type \"string\", found [\"hunter2\"]. \
+                    (occurred while parsing \"LoginRequest\")";
+        let shown = payload_description(poem.into());
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("LoginRequest"),
+            "{shown}"
+        );
+        assert!(shown.contains("expected string"), "{shown}");
+        let shown = payload_description(
+            "parse request payload error: Expected input type \"CreateClient\", found \"x\"."
+                .into(),
+        );
+        assert!(shown.contains("expected object") && !shown.contains("CreateClient"));
+        let other = "parse request payload error: duplicate field `token`";
+        assert_eq!(payload_description(other.into()), other);
     }
 
     #[test]

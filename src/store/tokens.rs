@@ -165,6 +165,47 @@ async fn lock_family(
         .transpose()
 }
 
+/// Revokes every refresh token of a user (a password change, disable or
+/// delete) after locking each of the user's families, as a rotation does
+/// (see [`lock_family`]). Without the locks, on PostgreSQL under READ
+/// COMMITTED, an `UPDATE … WHERE user_id` that waited on a rotation's row
+/// lock would not see the child that rotation inserted, and that child would
+/// stay live (review M1). With them, a rotation either committed first (its
+/// child is then revoked here) or runs after this transaction and finds the
+/// token it presents revoked. The locks are taken in the order
+/// [`Store::start_refresh_family`] takes them, so the two cannot deadlock.
+pub(super) async fn revoke_user_refresh_tokens(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    user_id: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let lock = match backend {
+        Backend::Postgres => {
+            "SELECT family_id FROM refresh_families WHERE user_id = $1 \
+             ORDER BY created_at DESC, family_id FOR UPDATE"
+        }
+        // The caller's transaction is already a writer (SQLite has one at a
+        // time); the dummy write keeps the two stores' code paths alike.
+        Backend::Sqlite => {
+            "UPDATE refresh_families SET family_id = family_id WHERE user_id = $1 \
+             RETURNING family_id"
+        }
+    };
+    sqlx::query(lock)
+        .bind(user_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Revokes a family (locked by the caller) and lists the access tokens
 /// issued with it that are still live.
 async fn revoke_family_locked(

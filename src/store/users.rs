@@ -4,6 +4,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::audit::insert_audit_in;
+use super::tokens::revoke_user_refresh_tokens;
 use super::{AuditRecord, Backend, Store, StoreError, bump_version};
 
 /// A user as stored. `password_hash` is a PHC string (argon2id).
@@ -200,7 +201,7 @@ impl Store {
         }
         if let Some(at) = change.revoke_tokens_at {
             user.tokens_valid_after = user.tokens_valid_after.max(at);
-            revoke_user_refresh_tokens(&mut tx, &user.id, at).await?;
+            revoke_user_refresh_tokens(&mut tx, self.backend, &user.id, at).await?;
         }
         user.updated_at = now;
         sqlx::query(
@@ -236,7 +237,7 @@ impl Store {
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
         let (user, others) = self.locked_user(&mut tx, username, guarded_role).await?;
         decide(&user, others)?;
-        revoke_user_refresh_tokens(&mut tx, &user.id, now).await?;
+        revoke_user_refresh_tokens(&mut tx, self.backend, &user.id, now).await?;
         sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(&user.id)
             .execute(&mut *tx)
@@ -311,19 +312,4 @@ impl Store {
 /// and cannot deadlock.
 async fn lock_user_writes(conn: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
     bump_version(conn, "users").await
-}
-
-async fn revoke_user_refresh_tokens(
-    conn: &mut sqlx::AnyConnection,
-    user_id: &str,
-    now: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
-    )
-    .bind(now)
-    .bind(user_id)
-    .execute(conn)
-    .await?;
-    Ok(())
 }

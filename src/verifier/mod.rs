@@ -43,6 +43,8 @@
 pub mod clock;
 pub mod csrf;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod jwks_cache;
 #[cfg(feature = "poem")]
 pub mod poem;
@@ -439,7 +441,10 @@ impl VerifierBuilder {
         self
     }
 
-    /// Minimum time between two refetches caused by unknown `kid`s (default 10 s).
+    /// Minimum time between two refetches caused by unknown `kid`s (default
+    /// 10 s). Zero is a build error: every token with a made-up `kid` would
+    /// then cost the issuer a JWKS fetch (single-flight coalesces only the
+    /// ones that arrive together).
     pub fn unknown_kid_cooldown(mut self, cooldown: Duration) -> Self {
         self.cache.unknown_kid_cooldown = cooldown;
         self
@@ -607,6 +612,12 @@ impl VerifierBuilder {
         if self.cache.min_refresh.is_zero() || self.cache.max_refresh.is_zero() {
             return Err(BuildError::InvalidOption(
                 "refresh_bounds: zero would refetch the JWKS as often as it is looked at".into(),
+            ));
+        }
+        if self.cache.unknown_kid_cooldown.is_zero() {
+            return Err(BuildError::InvalidOption(
+                "unknown_kid_cooldown: zero would refetch the JWKS for every token with an unknown kid"
+                    .into(),
             ));
         }
         if self.cache.min_refresh > self.cache.max_refresh {

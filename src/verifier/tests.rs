@@ -1018,18 +1018,19 @@ async fn unknown_kid_refetch_is_coalesced_across_50_concurrent_requests() {
     let old = TestKey::ed25519();
     let new = rsa_key(2);
     let server = TestServer::issuer(&[&old], 300).await;
-    // No cooldown: only single-flight coalescing limits the fetches here.
-    let v = Verifier::builder()
-        .issuer_url(&server.base)
-        .audience([AUD])
-        .unknown_kid_cooldown(Duration::ZERO)
+    // The shortest cooldown, over on the test clock: only single-flight
+    // coalescing limits the fetches here.
+    let (builder, clock) = clocked_builder(&server);
+    let v = builder
+        .unknown_kid_cooldown(Duration::from_secs(1))
         .build()
         .await
         .unwrap();
     assert_eq!(server.jwks_hits(), 1);
+    clock.advance(1);
     // The issuer publishes a new key; 50 requests carrying it arrive at once.
     server.publish(&[&old, &new], 300);
-    let token = new.sign(&claims(&server.base));
+    let token = new.sign(&claims_at(&server.base, at(&clock)));
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let v = v.clone();
@@ -1652,7 +1653,7 @@ async fn redirects_are_followed_only_within_the_origin() {
 }
 
 #[tokio::test]
-async fn an_empty_audience_list_and_zero_refresh_bounds_are_build_errors() {
+async fn an_empty_audience_list_zero_refresh_bounds_and_zero_cooldown_are_build_errors() {
     let ed = TestKey::ed25519();
     let set: JwkSet = serde_json::from_value(jwks_of(&[&ed])).unwrap();
     let base = || Verifier::builder().issuer("i");
@@ -1680,8 +1681,27 @@ async fn an_empty_audience_list_and_zero_refresh_bounds_are_build_errors() {
     other["aud"] = json!("billing");
     verify(&any, &ed.sign(&other)).await.unwrap();
 
-    // Zero refresh bounds: refused before any request goes out.
+    // Zero refresh bounds or unknown-kid cooldown: refused before any
+    // request goes out.
     let server = TestServer::issuer(&[&ed], 300).await;
+    let err = Verifier::builder()
+        .issuer_url(&server.base)
+        .audience([AUD])
+        .unknown_kid_cooldown(Duration::ZERO)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, BuildError::InvalidOption(m) if m.contains("unknown_kid_cooldown")),
+        "{err:?}"
+    );
+    assert!(matches!(
+        base()
+            .audience([AUD])
+            .unknown_kid_cooldown(Duration::ZERO)
+            .build_from_jwks(&set),
+        Err(BuildError::InvalidOption(_))
+    ));
     for (min, max) in [(0, 3600), (0, 0), (1, 0)] {
         let err = Verifier::builder()
             .issuer_url(&server.base)

@@ -346,3 +346,78 @@ fn json_value() -> impl Strategy<Value = Value> {
         ]
     })
 }
+
+/// The `cargo fuzz` target bodies (`verifier::fuzzing`), run here on every
+/// `cargo test` so they are never dead code: arbitrary bytes, and inputs
+/// near what they parse.
+mod fuzz_bodies {
+    use super::*;
+    use crate::verifier::fuzzing;
+
+    fn fixed_jwks() -> Value {
+        serde_json::from_str(fuzzing::JWKS).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_token_target_refuses_arbitrary_bytes(data in prop::collection::vec(any::<u8>(), 0..800)) {
+            if let Some(verdict) = fuzzing::verify_token(&data) {
+                prop_assert!(verdict.is_err());
+            }
+        }
+
+        #[test]
+        fn the_token_target_refuses_tokens_for_its_key_it_cannot_have_signed(
+            header in header_value(),
+            payload in json_value(),
+            signature in prop::collection::vec(any::<u8>(), 0..80),
+        ) {
+            // The fixed key's kid and alg in most headers, so the signature
+            // check is reached; nothing but the key's holder can pass it.
+            let mut header = header;
+            if let Value::Object(map) = &mut header {
+                map.entry("kid").or_insert(json!("k1"));
+            }
+            let token = format!(
+                "{}.{}.{}",
+                b64_bytes(header.to_string().as_bytes()),
+                b64_bytes(payload.to_string().as_bytes()),
+                b64_bytes(&signature),
+            );
+            prop_assert!(fuzzing::verify_token(token.as_bytes()).unwrap().is_err());
+        }
+
+        #[test]
+        fn the_jwks_target_survives_arbitrary_bytes(data in prop::collection::vec(any::<u8>(), 0..2000)) {
+            let _ = fuzzing::build_from_jwks(&data);
+        }
+
+        #[test]
+        fn the_jwks_target_survives_edited_key_sets(
+            edits in prop::collection::vec((jwk_field(), json_value()), 0..6),
+            copies in 0usize..80,
+        ) {
+            let mut set = fixed_jwks();
+            for (field, value) in edits {
+                set["keys"][0][field] = value;
+            }
+            let key = set["keys"][0].clone();
+            for i in 0..copies {
+                let mut copy = key.clone();
+                copy["kid"] = json!(format!("copy-{i}"));
+                set["keys"].as_array_mut().unwrap().push(copy);
+            }
+            let _ = fuzzing::build_from_jwks(set.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn the_jwks_target_accepts_its_own_fixed_set() {
+        assert_eq!(
+            fuzzing::build_from_jwks(fuzzing::JWKS.as_bytes()),
+            Some(true)
+        );
+    }
+}
