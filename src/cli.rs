@@ -335,7 +335,17 @@ pub fn main() -> ExitCode {
         };
     }
     let serving = matches!(cli.command, Command::Serve);
-    let log = crate::telemetry::init(settings.log_format, if serving { "info" } else { "warn" });
+    // A CLI command's own audit events are stored in the trail and its
+    // result is its one line of output, so they are not echoed to stderr
+    // again (`RUST_LOG` brings them back).
+    let log = crate::telemetry::init(
+        settings.log_format,
+        if serving {
+            "info"
+        } else {
+            "warn,keyturn::audit=error"
+        },
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

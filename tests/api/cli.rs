@@ -243,7 +243,7 @@ fn keyturn_in(cwd: &Path, env: &[(&str, &str)], args: &[&str], stdin: Option<&st
 }
 
 /// The settings of a store in `dir` (database and keys directory).
-fn store_env(dir: &Path) -> Vec<(String, String)> {
+pub(crate) fn store_env(dir: &Path) -> Vec<(String, String)> {
     vec![
         (
             "KEYTURN_DATABASE_URL".into(),
@@ -257,20 +257,20 @@ fn store_env(dir: &Path) -> Vec<(String, String)> {
     ]
 }
 
-fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+pub(crate) fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 /// `keyturn serve` as a child process, stderr into a file.
-struct Served {
-    child: Child,
-    base: String,
+pub(crate) struct Served {
+    pub(crate) child: Child,
+    pub(crate) base: String,
     /// What it printed on stdout up to the end of its start-up message.
     banner: Vec<String>,
     stderr: std::path::PathBuf,
 }
 
-fn serve(dir: &Path, env: &[(&str, &str)], log_name: &str) -> Served {
+pub(crate) fn serve(dir: &Path, env: &[(&str, &str)], log_name: &str) -> Served {
     let stderr = dir.join(log_name);
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyturn"))
         .arg("serve")

@@ -191,7 +191,12 @@ async fn the_last_enabled_admin_cannot_be_deleted_disabled_or_demoted() {
             "{}",
             stderr(&out)
         );
-        assert_eq!(stderr(&out).trim_end().lines().count(), 1);
+        assert_eq!(
+            stderr(&out).trim_end().lines().count(),
+            1,
+            "{}",
+            stderr(&out)
+        );
     }
     // Nothing changed: root still works, and other changes to root do.
     assert_eq!(app.get("/admin/users", Some(&root)).await.status(), 200);
