@@ -206,20 +206,29 @@ pub fn routes(
 /// Refuses bodies over [`BODY_LIMIT`] with 413, whether or not the client
 /// declared a length, before any handler buffers them.
 async fn limit_body<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result<Response> {
-    let too_large = || poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE);
+    // The rest of a refused body is never read, so the connection cannot
+    // carry another request: `Connection: close` tells the client not to
+    // reuse it (a pooled client otherwise sends its next request into the
+    // unread bytes).
+    let too_large = || async {
+        let refusal = poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE);
+        let mut response = error::render_poem_error(refusal).await;
+        response.headers_mut().insert(
+            poem::http::header::CONNECTION,
+            poem::http::HeaderValue::from_static("close"),
+        );
+        Ok(response)
+    };
     if let Some(ContentLength(len)) = req.headers().typed_get::<ContentLength>()
         && len > BODY_LIMIT as u64
     {
-        return Err(too_large());
+        return too_large().await;
     }
-    let body = req
-        .take_body()
-        .into_bytes_limit(BODY_LIMIT)
-        .await
-        .map_err(|err| match err {
-            poem::error::ReadBodyError::PayloadTooLarge => too_large(),
-            _ => poem::Error::from_status(StatusCode::BAD_REQUEST),
-        })?;
+    let body = match req.take_body().into_bytes_limit(BODY_LIMIT).await {
+        Ok(body) => body,
+        Err(poem::error::ReadBodyError::PayloadTooLarge) => return too_large().await,
+        Err(_) => return Err(poem::Error::from_status(StatusCode::BAD_REQUEST)),
+    };
     req.set_body(body);
     Ok(next.call(req).await?.into_response())
 }
