@@ -27,6 +27,9 @@ use crate::token::{Login, TokenPolicy, Tokens};
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How often expired entries leave the revocation list.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a store notification waits before the poll it triggers, so a
+/// burst of changes is read in one go.
+const NOTIFY_COALESCE: Duration = Duration::from_millis(2);
 
 /// Start-up failures; each says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -235,8 +238,15 @@ impl Services {
             retire_after: secs(settings.access_token_ttl).saturating_add(secs(settings.leeway)),
         };
         let keys = KeyManager::new(store.clone(), Arc::new(master), policy, settings.rsa_bits);
-        let accounts = Accounts::new(store.clone(), PasswordHasher::owasp()?, Arc::clone(&clock));
-        let clients = Clients::new(store.clone(), Arc::clone(&clock));
+        // A cutoff is kept until every token it refuses has expired anyway.
+        let cutoff_retention = settings.access_token_ttl + settings.leeway;
+        let accounts = Accounts::new(
+            store.clone(),
+            PasswordHasher::owasp()?,
+            Arc::clone(&clock),
+            cutoff_retention,
+        );
+        let clients = Clients::new(store.clone(), Arc::clone(&clock), cutoff_retention);
         Ok(Self {
             store,
             keys,
@@ -301,17 +311,12 @@ impl Application {
         // First keys, or the one rotation a server that was down has missed;
         // a failure here stops start-up.
         key_schedule.start().await?;
-        services
-            .accounts
-            .status_view()
-            .reload(&services.store)
-            .await?;
         services.clients.view().reload(&services.store).await?;
 
         let tokens = Tokens::new(
             keyring.clone(),
             services.accounts.status_view().clone(),
-            services.clients.view().clone(),
+            services.clients.cutoffs().clone(),
             services.store.clone(),
             Arc::clone(&clock),
             TokenPolicy {
@@ -322,9 +327,10 @@ impl Application {
                 refresh_absolute_ttl: settings.refresh_absolute_ttl,
                 refresh_sessions_per_user: settings.refresh_sessions_per_user,
                 leeway: settings.leeway,
+                max_staleness: settings.max_staleness,
             },
         )?;
-        tokens.reload_revocations().await?;
+        tokens.follow_status().await?;
         let state = Arc::new(HttpState {
             store: services.store.clone(),
             keys: services.keys.clone(),
@@ -480,18 +486,37 @@ pub struct Maintenance {
 
 impl Maintenance {
     /// Every [`POLL_INTERVAL`], one [`Maintenance::run_once`]; expired
-    /// revocations are dropped every [`PRUNE_INTERVAL`].
+    /// status entries are dropped every [`PRUNE_INTERVAL`]. On PostgreSQL a
+    /// change committed anywhere also wakes the store poll at once (LISTEN/
+    /// NOTIFY), so other instances see it within milliseconds; the timer
+    /// stays as the fallback for notifications lost with a connection.
     async fn run_forever(self) {
-        let mut interval = tokio::time::interval(POLL_INTERVAL);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_prune = tokio::time::Instant::now();
-        loop {
-            interval.tick().await;
-            if last_prune.elapsed() >= PRUNE_INTERVAL {
-                last_prune = tokio::time::Instant::now();
-                self.prune().await;
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let listen = wake_on_changes(self.services.store.clone(), Arc::clone(&wake));
+        let work = async {
+            let mut interval = tokio::time::interval(POLL_INTERVAL);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_prune = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => {
+                        if last_prune.elapsed() >= PRUNE_INTERVAL {
+                            last_prune = tokio::time::Instant::now();
+                            self.prune().await;
+                        }
+                        self.run_once().await;
+                    }
+                    () = wake.notified() => {
+                        // A burst of changes (many logouts) costs one poll.
+                        tokio::time::sleep(NOTIFY_COALESCE).await;
+                        self.poll_store().await;
+                    }
+                }
             }
-            self.run_once().await;
+        };
+        tokio::select! {
+            () = listen => {}
+            () = work => {}
         }
     }
 
@@ -508,10 +533,10 @@ impl Maintenance {
             Ok(n) => tracing::debug!(removed = n, "old audit events pruned"),
             Err(err) => tracing::warn!(error = %err, "audit pruning failed"),
         }
-        match self.tokens.prune_revocations().await {
+        match self.tokens.prune_status().await {
             Ok(0) => {}
-            Ok(n) => tracing::debug!(removed = n, "expired revocations pruned"),
-            Err(err) => tracing::warn!(error = %err, "revocation pruning failed"),
+            Ok(n) => tracing::debug!(removed = n, "expired status entries pruned"),
+            Err(err) => tracing::warn!(error = %err, "status pruning failed"),
         }
         match self.tokens.prune_refresh_tokens().await {
             Ok(0) => {}
@@ -539,22 +564,38 @@ impl Maintenance {
             }
         };
         self.key_schedule.follow_store(versions.keys).await;
-        let users = services.accounts.status_view();
-        if versions.users != users.version()
-            && let Err(err) = users.reload(&services.store).await
-        {
-            tracing::warn!(error = %err, "user view reload failed");
-        }
         let clients = services.clients.view();
         if versions.clients != clients.version()
             && let Err(err) = clients.reload(&services.store).await
         {
             tracing::warn!(error = %err, "client view reload failed");
         }
-        if versions.revocations != self.tokens.revocations().version()
-            && let Err(err) = self.tokens.reload_revocations().await
-        {
-            tracing::warn!(error = %err, "revocation view reload failed");
+        if versions.status == self.tokens.status_version() {
+            // Reached the store and nothing changed: the views are current.
+            self.tokens.mark_synced();
+        } else if let Err(err) = self.tokens.follow_status().await {
+            tracing::warn!(error = %err, "status views could not catch up");
         }
+    }
+}
+
+/// Wakes the store poll whenever the store announces a committed change
+/// (PostgreSQL only; on SQLite it waits forever and the timer polls).
+/// Reconnects after a lost connection, waking once then, since what was
+/// announced meanwhile is lost.
+async fn wake_on_changes(store: Store, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        match store.listen_for_changes().await {
+            Ok(None) => return std::future::pending().await,
+            Ok(Some(mut listener)) => {
+                wake.notify_one();
+                while listener.changed().await.is_ok() {
+                    wake.notify_one();
+                }
+                tracing::debug!("change listener lost the store; the timer polls meanwhile");
+            }
+            Err(err) => tracing::debug!(error = %err, "cannot listen for store changes yet"),
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }

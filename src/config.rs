@@ -416,6 +416,22 @@ settings! {
             _ => Err("expected a whole number from 1 to 1000".into()),
         },
     },
+    /// How long token checks may answer from in-memory status views that
+    /// have not reached the store; past it they fail closed (503).
+    max_staleness: Duration {
+        env: "KEYTURN_MAX_STALENESS",
+        flag: Some("max-staleness"),
+        default: Some("60s"),
+        secret: false,
+        help: "2s to 1h, e.g. 60s",
+        parse: |v| {
+            let d = parse_duration(v, Duration::from_secs(2))?;
+            if d > Duration::from_secs(3600) {
+                return Err("at most 1h: a longer outage should not be papered over".into());
+            }
+            Ok(d)
+        },
+    },
     /// How long audit events are kept.
     audit_retention: Duration {
         env: "KEYTURN_AUDIT_RETENTION",

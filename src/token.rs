@@ -15,6 +15,7 @@ pub use grants::{GrantError, Introspection};
 pub use login::{Login, LoginError};
 pub use revocation::RevocationView;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -23,7 +24,7 @@ use ring::rand::{SecureRandom as _, SystemRandom};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::accounts::{ClientView, FIRST_PARTY_CLIENT_ID, User, UserStatusView};
+use crate::accounts::{CutoffView, FIRST_PARTY_CLIENT_ID, User};
 use crate::audit::{Actor, AuditLog, Entry, Event};
 use crate::clock::SharedClock;
 use crate::keys::{KeyError, KeyringHandle};
@@ -102,6 +103,15 @@ pub enum TokenError {
     /// Revoked (logout, password change, disabled or deleted user).
     #[error("the token has been revoked")]
     Revoked,
+    /// The user changed (password, disable, roles, delete) between the
+    /// password check and the start of the session: the check no longer
+    /// holds, so no session starts. Same text as a failed login.
+    #[error("invalid username or password")]
+    UserChanged,
+    /// Whether the token was revoked cannot be known: this server has not
+    /// reached the store for longer than it may serve from memory.
+    #[error("token status is temporarily unavailable")]
+    StatusUnknown,
     /// No key can sign right now.
     #[error("no signing key is available")]
     NoSigningKey,
@@ -134,15 +144,20 @@ pub struct TokenPolicy {
     pub refresh_sessions_per_user: u32,
     /// Accepted clock skew.
     pub leeway: Duration,
+    /// How long token checks may answer from views that have not heard
+    /// from the store (`KEYTURN_MAX_STALENESS`).
+    pub max_staleness: Duration,
 }
 
 /// Issues and validates tokens.
 #[derive(Clone)]
 pub struct Tokens {
     keyring: KeyringHandle,
-    users: UserStatusView,
-    clients: ClientView,
+    users: CutoffView,
+    clients: CutoffView,
     revocations: RevocationView,
+    /// When the views last heard from the store (see [`Tokens::mark_synced`]).
+    synced: Arc<std::sync::Mutex<std::time::Instant>>,
     store: Store,
     clock: SharedClock,
     policy: TokenPolicy,
@@ -174,12 +189,12 @@ pub fn hash_refresh_token(token: &str) -> String {
 
 impl Tokens {
     /// Binds issuing and validation to the live keyring and the user and
-    /// client views; the revocation view starts empty (see
-    /// [`Tokens::reload_revocations`]).
+    /// client cutoffs; the revocation view starts empty (see
+    /// [`Tokens::follow_status`]).
     pub fn new(
         keyring: KeyringHandle,
-        users: UserStatusView,
-        clients: ClientView,
+        users: CutoffView,
+        clients: CutoffView,
         store: Store,
         clock: SharedClock,
         policy: TokenPolicy,
@@ -194,6 +209,7 @@ impl Tokens {
             users,
             clients,
             revocations: RevocationView::default(),
+            synced: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
             audit: AuditLog::new(store.clone(), clock.clone()),
             store,
             clock,
@@ -246,13 +262,15 @@ impl Tokens {
             .store
             .start_refresh_family(
                 &family,
+                user.tokens_valid_after,
                 i64::from(self.policy.refresh_sessions_per_user),
                 self.family_started_after(now),
                 self.revocation_times(),
             )
-            .await?;
+            .await?
+            .ok_or(TokenError::UserChanged)?;
         if !revoked.is_empty() {
-            self.revocations.add(&revoked);
+            self.revocations.add(&revoked, secs(self.policy.leeway));
             let actor = Actor::new(user.id.clone(), None);
             let entry = Entry::new(Event::SessionsRevoked, &actor, &user.username).detail(format!(
                 "oldest sessions over the per-user cap revoked at login; {} access tokens",
@@ -284,10 +302,13 @@ impl Tokens {
 
     /// The times a family revocation at this moment uses.
     fn revocation_times(&self) -> RevocationTimes {
+        let now = self.clock.now();
         RevocationTimes {
-            now: self.clock.now(),
-            live_after: self.revocation_cutoff(),
+            now,
+            // Tokens whose `exp` is at or before this are refused as expired.
+            live_after: now - secs(self.policy.leeway) - 1,
             legacy_access_ttl: secs(self.policy.access_ttl),
+            leeway: secs(self.policy.leeway),
         }
     }
 
@@ -353,10 +374,16 @@ impl Tokens {
         Ok(AccessClaims::try_from(claims)?)
     }
 
-    /// Refused when revoked: the `jti` is on the revocation list, the user
-    /// is gone, disabled or changed their password after issue, or the
-    /// client was deleted.
+    /// Refused when revoked: the `jti` is on the revocation list, or the
+    /// token predates its user's cutoff (deleted, disabled, password
+    /// changed, role removed) or its client's (deleted, secret rotated).
+    /// Unknowable when the views have not heard from the store for longer
+    /// than `KEYTURN_MAX_STALENESS`: a revocation made elsewhere meanwhile
+    /// would be missed, so the check fails closed.
     fn check_status(&self, claims: &AccessClaims) -> Result<(), TokenError> {
+        if self.staleness() > self.policy.max_staleness {
+            return Err(TokenError::StatusUnknown);
+        }
         if self.revocations.is_revoked(&claims.jti) {
             return Err(TokenError::Revoked);
         }

@@ -20,6 +20,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
+use super::CutoffView;
 use crate::audit::{Actor, AuditLog, Entry, Event};
 use crate::clock::SharedClock;
 use crate::store::{ClientRow, ClientStatusRow, Store, StoreError};
@@ -187,7 +188,9 @@ pub struct NewClient {
     pub audience: Option<String>,
 }
 
-/// In-memory view of the registered clients, refreshed from the store.
+/// In-memory view of the registered clients (for discovery's
+/// `scopes_supported`), refreshed from the store when they change. Whether a
+/// client's token is still acceptable is the [`CutoffView`]'s answer.
 #[derive(Clone, Default)]
 pub struct ClientView {
     inner: Arc<ArcSwap<ClientStatus>>,
@@ -200,19 +203,6 @@ struct ClientStatus {
 }
 
 impl ClientView {
-    /// Whether a token of `client_id` issued at `iat` is still acceptable:
-    /// the client exists and the token postdates the id's cutoff (its last
-    /// secret rotation or deletion). Strictly later and without leeway: a
-    /// token minted in the very second of a rotation may have been minted
-    /// with the old secret, so it is refused (new tokens wait for the next
-    /// second, see `Tokens::client_credentials`).
-    pub fn accepts(&self, client_id: &str, iat: i64) -> bool {
-        self.snapshot()
-            .clients
-            .get(client_id)
-            .is_some_and(|c| iat > c.tokens_valid_after)
-    }
-
     /// Every scope some client may request, sorted.
     pub fn scopes_supported(&self) -> Vec<String> {
         let snapshot = self.snapshot();
@@ -254,19 +244,25 @@ pub struct Clients {
     store: Store,
     clock: SharedClock,
     view: ClientView,
+    cutoffs: CutoffView,
+    /// How long a client's cutoff is kept (access-token lifetime + leeway).
+    cutoff_retention: i64,
     audit: AuditLog,
     actor: Actor,
 }
 
 impl Clients {
-    /// Binds the operations to a store and clock. Changes are audited as
-    /// made by [`Actor::system`] until [`Clients::acting`].
-    pub fn new(store: Store, clock: SharedClock) -> Self {
+    /// Binds the operations to a store and clock; a client's token cutoff is
+    /// kept `cutoff_retention` (access-token lifetime + leeway). Changes are
+    /// audited as made by [`Actor::system`] until [`Clients::acting`].
+    pub fn new(store: Store, clock: SharedClock, cutoff_retention: std::time::Duration) -> Self {
         Self {
+            cutoff_retention: super::seconds(cutoff_retention),
             audit: AuditLog::new(store.clone(), clock.clone()),
             store,
             clock,
             view: ClientView::default(),
+            cutoffs: CutoffView::clients(),
             actor: Actor::system(),
         }
     }
@@ -282,6 +278,12 @@ impl Clients {
     /// The view kept current by this instance's changes and by polling.
     pub fn view(&self) -> &ClientView {
         &self.view
+    }
+
+    /// The client ids' token cutoffs, kept current by this instance's
+    /// changes and by following the store (see `app`).
+    pub fn cutoffs(&self) -> &CutoffView {
+        &self.cutoffs
     }
 
     /// Registers a client and returns it with its secret, which is not
@@ -340,15 +342,18 @@ impl Clients {
         let secret = generate_secret()?;
         let entry = Entry::new(Event::ClientSecretRotated, &self.actor, client_id)
             .detail("new secret issued; earlier tokens refused");
+        let now = self.clock.now();
         let row = self
             .store
             .rotate_client_secret(
                 client_id,
                 &secret_hash(&secret),
-                self.clock.now(),
+                now,
+                self.cutoff_retention,
                 &self.audit.prepare(&entry),
             )
             .await?;
+        self.cutoffs.cut_off(client_id, now, self.cutoff_retention);
         self.refresh_view().await;
         entry.log();
         Ok((row.try_into()?, secret))
@@ -405,9 +410,16 @@ impl Clients {
     pub async fn delete(&self, client_id: &str) -> Result<(), ClientError> {
         let entry = Entry::new(Event::ClientDeleted, &self.actor, client_id)
             .detail("tokens refused, refresh tokens revoked");
+        let now = self.clock.now();
         self.store
-            .delete_client(client_id, self.clock.now(), &self.audit.prepare(&entry))
+            .delete_client(
+                client_id,
+                now,
+                self.cutoff_retention,
+                &self.audit.prepare(&entry),
+            )
             .await?;
+        self.cutoffs.cut_off(client_id, now, self.cutoff_retention);
         self.refresh_view().await;
         entry.log();
         Ok(())

@@ -6,6 +6,7 @@
 
 mod clients;
 mod password;
+mod status;
 mod throttle;
 
 pub use clients::{
@@ -13,20 +14,17 @@ pub use clients::{
     NewClient, is_scope_token, normalize_scopes,
 };
 pub use password::{HashError, HashLoadSnapshot, PasswordHasher};
+pub use status::{CutoffView, StatusView};
 pub use throttle::{
     Attempt, ClientAuthError, ClientAuthThrottle, LoginThrottle, MAX_ENTRIES, Throttle,
     ThrottlePolicy, Throttled,
 };
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use arc_swap::ArcSwap;
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::audit::{Actor, AuditLog, Entry, Event, Outcome};
 use crate::clock::SharedClock;
-use crate::store::{Store, StoreError, UserAuthRow, UserChange, UserRow};
+use crate::store::{Store, StoreError, UserChange, UserRow};
 
 /// Longest accepted password, in bytes: argon2 takes any length, but a
 /// megabyte password is a denial-of-service attempt, not a password.
@@ -136,81 +134,38 @@ pub fn accepts_token(disabled: bool, tokens_valid_after: i64, issued_at: i64) ->
     !disabled && issued_at > tokens_valid_after
 }
 
-/// In-memory view of each user's token status, refreshed from the store, so
-/// checking a token never queries the database.
-#[derive(Clone, Default)]
-pub struct UserStatusView {
-    inner: Arc<ArcSwap<UserStatus>>,
-}
-
-#[derive(Default)]
-struct UserStatus {
-    version: i64,
-    users: HashMap<String, UserAuthRow>,
-}
-
-impl UserStatusView {
-    /// Whether a token for `user_id` issued at `iat` is still acceptable:
-    /// the user exists, is enabled, and the token postdates their last
-    /// password change, disable or token revocation.
-    pub fn accepts(&self, user_id: &str, iat: i64) -> bool {
-        let snapshot = self.snapshot();
-        snapshot
-            .users
-            .get(user_id)
-            .is_some_and(|u| accepts_token(u.disabled, u.tokens_valid_after, iat))
-    }
-
-    /// Whether the view has this user at all (it may lag a user created by
-    /// the CLI or another instance by up to a poll interval).
-    pub fn knows(&self, user_id: &str) -> bool {
-        self.snapshot().users.contains_key(user_id)
-    }
-
-    /// The store version this view reflects.
-    pub fn version(&self) -> i64 {
-        self.snapshot().version
-    }
-
-    fn snapshot(&self) -> Arc<UserStatus> {
-        self.inner.load_full()
-    }
-
-    /// Reloads from the store.
-    pub async fn reload(&self, store: &Store) -> Result<(), StoreError> {
-        let version = store.versions().await?.users;
-        let users = store
-            .user_auth_rows()
-            .await?
-            .into_iter()
-            .map(|u| (u.id.clone(), u))
-            .collect();
-        self.inner.store(Arc::new(UserStatus { version, users }));
-        Ok(())
-    }
-}
-
 /// User operations.
 #[derive(Clone)]
 pub struct Accounts {
     store: Store,
     hasher: PasswordHasher,
     clock: SharedClock,
-    view: UserStatusView,
+    view: CutoffView,
+    /// How long a user's cutoff is kept: the access-token lifetime plus
+    /// leeway, after which every token it refuses has expired anyway.
+    cutoff_retention: i64,
     audit: AuditLog,
     actor: Actor,
 }
 
 impl Accounts {
-    /// Binds the operations to a store, hasher and clock. Changes are
-    /// audited as made by [`Actor::system`] until [`Accounts::acting`].
-    pub fn new(store: Store, hasher: PasswordHasher, clock: SharedClock) -> Self {
+    /// Binds the operations to a store, hasher and clock; a user's token
+    /// cutoff is kept `cutoff_retention` (the access-token lifetime plus
+    /// leeway). Changes are audited as made by [`Actor::system`] until
+    /// [`Accounts::acting`].
+    pub fn new(
+        store: Store,
+        hasher: PasswordHasher,
+        clock: SharedClock,
+        cutoff_retention: std::time::Duration,
+    ) -> Self {
         Self {
+            cutoff_retention: seconds(cutoff_retention),
             audit: AuditLog::new(store.clone(), clock.clone()),
             store,
             hasher,
             clock,
-            view: UserStatusView::default(),
+            view: CutoffView::users(),
             actor: Actor::system(),
         }
     }
@@ -228,9 +183,9 @@ impl Accounts {
         self.hasher.load()
     }
 
-    /// The token-status view kept current by this instance's changes and by
-    /// polling (see `app`).
-    pub fn status_view(&self) -> &UserStatusView {
+    /// The users' token cutoffs, kept current by this instance's changes
+    /// and by following the store (see `app`).
+    pub fn status_view(&self) -> &CutoffView {
         &self.view
     }
 
@@ -263,7 +218,6 @@ impl Accounts {
         self.store
             .insert_user(&row, &self.audit.prepare(&entry))
             .await?;
-        self.refresh_view().await;
         entry.log();
         Ok(row.into())
     }
@@ -286,15 +240,7 @@ impl Accounts {
             .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
             .await?;
         match user {
-            Some(user) if matches && !too_long && !user.disabled => {
-                // A user created by the CLI or another instance may not be in
-                // this instance's view yet; its tokens would be refused until
-                // the next poll, so catch up now (once per such user).
-                if !self.view.knows(&user.id) {
-                    self.refresh_view().await;
-                }
-                Ok(user.into())
-            }
+            Some(user) if matches && !too_long && !user.disabled => Ok(user.into()),
             _ => Err(AccountError::InvalidCredentials),
         }
     }
@@ -355,6 +301,7 @@ impl Accounts {
                 username,
                 ADMIN_ROLE,
                 now,
+                self.cutoff_retention,
                 &self.audit.prepare(&entry),
                 |current, other_admins| {
                     let new_roles = roles.as_deref().unwrap_or(&current.roles);
@@ -378,7 +325,10 @@ impl Accounts {
             )
             .await;
         let user = self.refused_if_last_admin(username, result).await?;
-        self.refresh_view().await;
+        if password_changed || update.disabled == Some(true) || roles_removed {
+            self.view
+                .cut_off(&user.id, user.tokens_valid_after, self.cutoff_retention);
+        }
         entry.log();
         tracing::info!(
             user_id = %user.id,
@@ -396,12 +346,14 @@ impl Accounts {
     pub async fn delete(&self, username: &str) -> Result<(), AccountError> {
         let entry =
             Entry::new(Event::UserDeleted, &self.actor, username).detail("refresh tokens revoked");
+        let now = self.clock.now();
         let result = self
             .store
             .delete_user(
                 username,
                 ADMIN_ROLE,
-                self.clock.now(),
+                now,
+                self.cutoff_retention,
                 &self.audit.prepare(&entry),
                 |user, other_admins| {
                     if is_enabled_admin(&user.roles, user.disabled) && other_admins == 0 {
@@ -412,8 +364,8 @@ impl Accounts {
                 },
             )
             .await;
-        self.refused_if_last_admin(username, result).await?;
-        self.refresh_view().await;
+        let user = self.refused_if_last_admin(username, result).await?;
+        self.view.cut_off(&user.id, now, self.cutoff_retention);
         entry.log();
         Ok(())
     }
@@ -432,13 +384,11 @@ impl Accounts {
         }
         result
     }
+}
 
-    async fn refresh_view(&self) {
-        if let Err(err) = self.view.reload(&self.store).await {
-            // The poller will catch up; the change itself is committed.
-            tracing::warn!(error = %err, "could not refresh the user view");
-        }
-    }
+/// A duration in whole seconds, saturating.
+pub(crate) fn seconds(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 fn is_enabled_admin(roles: &[String], disabled: bool) -> bool {

@@ -293,7 +293,13 @@ impl Classify for TokenError {
                 "invalid_token",
                 self,
             ),
-            Self::NoSigningKey => Failure::of(Status::Unavailable, "temporarily_unavailable", self),
+            Self::NoSigningKey | Self::StatusUnknown => {
+                Failure::of(Status::Unavailable, "temporarily_unavailable", self)
+            }
+            // The same answer as a wrong password, which it now is.
+            Self::UserChanged => {
+                Failure::of(Status::Unauthorized(Challenge::None), "invalid_grant", self)
+            }
             Self::Store(e) => e.classify(),
             Self::Key(_) => Failure::internal(self),
         }

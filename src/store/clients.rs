@@ -5,6 +5,8 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::audit::insert_audit_in;
+use super::changes::{ChangeKind, record_status_change};
+use super::users::cutoff_entry;
 use super::{AuditRecord, Store, StoreError, bump_version};
 
 /// A registered OAuth client as stored.
@@ -157,6 +159,7 @@ impl Store {
         &self,
         client_id: &str,
         now: i64,
+        retention: i64,
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -168,8 +171,8 @@ impl Store {
         if deleted == 0 {
             return Err(StoreError::NotFound);
         }
-        cut_off_client_tokens(&mut tx, client_id, now).await?;
         bump_version(&mut tx, "clients").await?;
+        cut_off_client_tokens(&mut tx, client_id, now, retention).await?;
         insert_audit_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
@@ -183,6 +186,7 @@ impl Store {
         client_id: &str,
         secret_hash: &str,
         now: i64,
+        retention: i64,
         audit: &AuditRecord,
     ) -> Result<ClientRow, StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -195,8 +199,8 @@ impl Store {
         if changed == 0 {
             return Err(StoreError::NotFound);
         }
-        cut_off_client_tokens(&mut tx, client_id, now).await?;
         bump_version(&mut tx, "clients").await?;
+        cut_off_client_tokens(&mut tx, client_id, now, retention).await?;
         let row = sqlx::query(concat!(clients_with_cutoff!(), " WHERE c.client_id = $1"))
             .bind(client_id)
             .fetch_one(&mut *tx)
@@ -214,6 +218,7 @@ async fn cut_off_client_tokens(
     conn: &mut sqlx::AnyConnection,
     client_id: &str,
     now: i64,
+    retention: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO client_cutoffs (client_id, tokens_valid_after) VALUES ($1, $2) \
@@ -232,5 +237,10 @@ async fn cut_off_client_tokens(
     .bind(client_id)
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    record_status_change(
+        conn,
+        ChangeKind::Client,
+        &cutoff_entry(client_id, now, retention),
+    )
+    .await
 }

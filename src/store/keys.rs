@@ -9,6 +9,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::changes::notify_change;
 use super::{AuditRecord, Store, StoreError};
 use crate::keys::{KeyLifecycle, KeyState, SealedKey, SigningAlg, UnknownName};
 
@@ -204,6 +205,7 @@ impl Store {
         if bumped != 1 {
             return Err(StoreError::Conflict);
         }
+        notify_change(&mut tx).await?;
         for change in changes {
             match change {
                 KeyChange::Insert(key) => insert_key(&mut tx, key).await?,

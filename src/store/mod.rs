@@ -8,6 +8,7 @@
 //! connection. Timestamps are Unix seconds, UTC.
 
 mod audit;
+mod changes;
 mod clients;
 mod keys;
 mod master;
@@ -15,10 +16,11 @@ mod tokens;
 mod users;
 
 pub use audit::{AuditFilter, AuditRecord, AuditRow};
+pub use changes::{CHANGES_CHANNEL, ChangeKind, ChangeListener, StatusChanges, StatusEntry};
 pub use clients::{ClientRow, ClientStatusRow};
 pub use keys::{KeyChange, KeyRow, KeyRowError};
 pub use tokens::{RefreshTokenRow, RefreshTokenState, RevocationTimes, RevokedJti};
-pub use users::{UserAuthRow, UserChange, UserRow};
+pub use users::{UserChange, UserRow};
 
 use std::path::Path;
 use std::str::FromStr;
@@ -148,12 +150,10 @@ impl FromStr for Backend {
 pub struct Versions {
     /// Bumped by every change to the keys table.
     pub keys: i64,
-    /// Bumped by every change to users that affects token validity.
-    pub users: i64,
-    /// Bumped by every addition to the access-token revocation list.
-    pub revocations: i64,
     /// Bumped by every change to OAuth clients.
     pub clients: i64,
+    /// The newest entry of the status change log (see `changes`).
+    pub status: i64,
 }
 
 /// Handle to the database; cheap to clone.
@@ -161,6 +161,8 @@ pub struct Versions {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Where a PostgreSQL change listener connects; `None` on SQLite.
+    listen_url: Option<String>,
 }
 
 impl Store {
@@ -181,7 +183,12 @@ impl Store {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(&url)
             .await?;
-        let store = Self { pool, backend };
+        let listen_url = (backend == Backend::Postgres).then(|| url.clone());
+        let store = Self {
+            pool,
+            backend,
+            listen_url,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -227,9 +234,8 @@ impl Store {
             let version: i64 = row.try_get("version")?;
             match name.as_str() {
                 "keys" => versions.keys = version,
-                "users" => versions.users = version,
-                "revocations" => versions.revocations = version,
                 "clients" => versions.clients = version,
+                "status" => versions.status = version,
                 _ => {}
             }
         }
@@ -242,15 +248,18 @@ impl Store {
     }
 }
 
+/// Bumps a change counter inside the caller's transaction (taking its row
+/// lock until commit) and, on PostgreSQL, wakes the other instances at
+/// commit.
 async fn bump_version(
     conn: &mut sqlx::AnyConnection,
     name: &'static str,
 ) -> Result<(), StoreError> {
     sqlx::query("UPDATE versions SET version = version + 1 WHERE name = $1")
         .bind(name)
-        .execute(conn)
+        .execute(&mut *conn)
         .await?;
-    Ok(())
+    changes::notify_change(conn).await
 }
 
 /// Adds a server-side `statement_timeout` to a PostgreSQL URL unless it

@@ -1,11 +1,13 @@
 //! The `refresh_tokens` table (only the SHA-256 of a refresh token is
-//! stored) and the `revoked_tokens` list of revoked access-token `jti`s.
+//! stored), and revoking access tokens by `jti` (entries of the status
+//! change log, see `changes`).
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::audit::insert_audit_in;
-use super::{AuditRecord, Backend, Store, StoreError, bump_version};
+use super::changes::{ChangeKind, StatusEntry, record_status_change};
+use super::{AuditRecord, Backend, Store, StoreError};
 
 /// A refresh token as stored: its hash, never the token itself.
 #[derive(Debug, Clone)]
@@ -56,6 +58,9 @@ pub struct RevocationTimes {
     /// For rows written before `access_expires_at` existed: their access
     /// token's `exp` is taken as `issued_at` plus this.
     pub legacy_access_ttl: i64,
+    /// The accepted clock skew: a revoked token's entry is kept this long
+    /// past its `exp`.
+    pub leeway: i64,
 }
 
 /// A revoked access token: refused until `expires_at` (its `exp`).
@@ -120,21 +125,19 @@ async fn insert_refresh(
     Ok(())
 }
 
+/// Puts an access token on the status change log, revoked until its `exp`
+/// plus `leeway`.
 async fn insert_revoked(
     conn: &mut sqlx::AnyConnection,
     revoked: &RevokedJti,
-    now: i64,
+    leeway: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (jti) DO NOTHING",
-    )
-    .bind(&revoked.jti)
-    .bind(revoked.expires_at)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(())
+    let entry = StatusEntry {
+        subject: revoked.jti.clone(),
+        at: revoked.expires_at,
+        until: revoked.expires_at.saturating_add(leeway),
+    };
+    record_status_change(conn, ChangeKind::Jti, &entry).await
 }
 
 /// Locks a family's row for the rest of the transaction and returns
@@ -245,7 +248,7 @@ async fn revoke_family_locked(
         });
     }
     for entry in &revoked {
-        insert_revoked(conn, entry, times.now).await?;
+        insert_revoked(conn, entry, times.leeway).await?;
     }
     Ok(revoked)
 }
@@ -259,17 +262,25 @@ const DEAD_FAMILY: &str = "revoked_at IS NOT NULL OR last_expires_at <= $1 OR cr
      AND t.used_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > $1)";
 
 impl Store {
-    /// Records the first refresh token of a new family (a login). If the
-    /// user then has more than `max_live` live families, the oldest are
-    /// revoked, with their access tokens, which are returned. One
-    /// transaction.
+    /// Records the first refresh token of a new family (a login) for a
+    /// user whose password was checked while their cutoff was
+    /// `checked_cutoff`. If the user then has more than `max_live` live
+    /// families, the oldest are revoked, with their access tokens, which are
+    /// returned. One transaction.
+    ///
+    /// `None`, with nothing written, when the user has changed since the
+    /// check (a password change, disable, role removal or delete moved the
+    /// cutoff): the user row is read under a share lock (PostgreSQL; SQLite
+    /// has one writer), so a change either committed before, and is seen
+    /// here, or waits for this transaction and then revokes the new family.
     pub async fn start_refresh_family(
         &self,
         token: &RefreshTokenRow,
+        checked_cutoff: i64,
         max_live: i64,
         started_after: i64,
         times: RevocationTimes,
-    ) -> Result<Vec<RevokedJti>, StoreError> {
+    ) -> Result<Option<Vec<RevokedJti>>, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO refresh_families (family_id, user_id, created_at, last_expires_at) \
@@ -283,6 +294,27 @@ impl Store {
         .await
         .map_err(StoreError::from_write)?;
         insert_refresh(&mut tx, token).await?;
+        if token.user_id.is_some() {
+            let unchanged = match self.backend {
+                Backend::Postgres => {
+                    "SELECT id FROM users WHERE id = $1 AND tokens_valid_after = $2 \
+                     AND disabled = 0 FOR SHARE"
+                }
+                Backend::Sqlite => {
+                    "SELECT id FROM users WHERE id = $1 AND tokens_valid_after = $2 \
+                     AND disabled = 0"
+                }
+            };
+            let user: Option<String> = sqlx::query_scalar(unchanged)
+                .bind(token.user_id.clone())
+                .bind(checked_cutoff)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if user.is_none() {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+        }
         let live: Vec<String> = sqlx::query_scalar(
             "SELECT f.family_id FROM refresh_families f WHERE f.user_id = $1 \
              AND f.revoked_at IS NULL AND f.last_expires_at > $2 AND f.created_at > $3 \
@@ -307,11 +339,8 @@ impl Store {
                 revoked.extend(revoke_family_locked(&mut tx, family_id, times).await?);
             }
         }
-        if !revoked.is_empty() {
-            bump_version(&mut tx, "revocations").await?;
-        }
         tx.commit().await?;
-        Ok(revoked)
+        Ok(Some(revoked))
     }
 
     /// Number of live (unused, unrevoked, unexpired) refresh tokens of a user.
@@ -406,7 +435,6 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         lock_family(&mut tx, self.backend, family_id).await?;
         let revoked = revoke_family_locked(&mut tx, family_id, times).await?;
-        bump_version(&mut tx, "revocations").await?;
         if let Some(audit) = audit {
             insert_audit_in(&mut tx, audit).await?;
         }
@@ -454,44 +482,18 @@ impl Store {
         Ok(family)
     }
 
-    /// Puts one access token on the revocation list and records `audit`.
+    /// Revokes one access token until its `exp` plus `leeway`, and records
+    /// `audit`.
     pub async fn revoke_access_token(
         &self,
         revoked: &RevokedJti,
-        now: i64,
+        leeway: i64,
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        insert_revoked(&mut tx, revoked, now).await?;
-        bump_version(&mut tx, "revocations").await?;
+        insert_revoked(&mut tx, revoked, leeway).await?;
         insert_audit_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    /// Revoked access tokens whose `exp` is after `live_after`.
-    pub async fn revoked_jtis(&self, live_after: i64) -> Result<Vec<RevokedJti>, StoreError> {
-        let rows = sqlx::query("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > $1")
-            .bind(live_after)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(RevokedJti {
-                    jti: row.try_get("jti")?,
-                    expires_at: row.try_get("expires_at")?,
-                })
-            })
-            .collect()
-    }
-
-    /// Forgets revoked tokens whose `exp` is at or before `cutoff`: they
-    /// are refused as expired now. Returns how many were removed.
-    pub async fn delete_expired_revocations(&self, cutoff: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM revoked_tokens WHERE expires_at <= $1")
-            .bind(cutoff)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
     }
 }

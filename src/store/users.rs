@@ -4,6 +4,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::audit::insert_audit_in;
+use super::changes::{ChangeKind, StatusEntry, record_status_change};
 use super::tokens::revoke_user_refresh_tokens;
 use super::{AuditRecord, Backend, Store, StoreError, bump_version};
 
@@ -37,17 +38,6 @@ impl std::fmt::Debug for UserRow {
             .field("disabled", &self.disabled)
             .finish_non_exhaustive()
     }
-}
-
-/// What the server needs in memory to accept or refuse a user's token.
-#[derive(Debug, Clone)]
-pub struct UserAuthRow {
-    /// The user's id (`sub`).
-    pub id: String,
-    /// Refused when disabled.
-    pub disabled: bool,
-    /// Tokens issued at or before this are refused.
-    pub tokens_valid_after: i64,
 }
 
 /// A change to a user; `None` leaves a field as it is.
@@ -86,6 +76,16 @@ fn user_from_row(row: &AnyRow) -> Result<UserRow, StoreError> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+/// A user's or client's cutoff on the status change log, kept `retention`
+/// (the access-token lifetime plus leeway) past it.
+pub(super) fn cutoff_entry(subject: &str, cutoff: i64, retention: i64) -> StatusEntry {
+    StatusEntry {
+        subject: subject.to_owned(),
+        at: cutoff,
+        until: cutoff.saturating_add(retention),
+    }
 }
 
 fn roles_json(roles: &[String]) -> String {
@@ -158,22 +158,6 @@ impl Store {
         rows.iter().map(user_from_row).collect()
     }
 
-    /// The token-validity view of every user.
-    pub async fn user_auth_rows(&self) -> Result<Vec<UserAuthRow>, StoreError> {
-        let rows = sqlx::query("SELECT id, disabled, tokens_valid_after FROM users")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(UserAuthRow {
-                    id: row.try_get("id")?,
-                    disabled: row.try_get::<i64, _>("disabled")? != 0,
-                    tokens_valid_after: row.try_get("tokens_valid_after")?,
-                })
-            })
-            .collect()
-    }
-
     /// Changes a user without losing a concurrent change: under the user
     /// write lock (see [`lock_user_writes`]) it reads the user and how many
     /// *other* enabled users hold `guarded_role`, lets `decide` turn that
@@ -184,6 +168,7 @@ impl Store {
         username: &str,
         guarded_role: &str,
         now: i64,
+        retention: i64,
         audit: &AuditRecord,
         decide: impl FnOnce(&UserRow, usize) -> Result<UserChange, E>,
     ) -> Result<UserRow, E> {
@@ -217,6 +202,10 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::from)?;
+        if change.revoke_tokens_at.is_some() {
+            let cutoff = cutoff_entry(&user.id, user.tokens_valid_after, retention);
+            record_status_change(&mut tx, ChangeKind::User, &cutoff).await?;
+        }
         insert_audit_in(&mut tx, audit).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(user)
@@ -225,15 +214,17 @@ impl Store {
     /// Deletes a user and revokes their refresh tokens, if `decide` (given
     /// the user and how many other enabled users hold `guarded_role`, read
     /// under the user write lock) allows it. Their access tokens die with
-    /// them because servers refuse tokens of unknown users. Records `audit`.
+    /// them: the user's cutoff moves to `now` on the status change log.
+    /// Records `audit`.
     pub async fn delete_user<E: From<StoreError>>(
         &self,
         username: &str,
         guarded_role: &str,
         now: i64,
+        retention: i64,
         audit: &AuditRecord,
         decide: impl FnOnce(&UserRow, usize) -> Result<(), E>,
-    ) -> Result<(), E> {
+    ) -> Result<UserRow, E> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
         let (user, others) = self.locked_user(&mut tx, username, guarded_role).await?;
         decide(&user, others)?;
@@ -243,13 +234,17 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::from)?;
+        let cutoff = cutoff_entry(&user.id, now, retention);
+        record_status_change(&mut tx, ChangeKind::User, &cutoff).await?;
         insert_audit_in(&mut tx, audit).await?;
         tx.commit().await.map_err(StoreError::from)?;
-        Ok(())
+        Ok(user)
     }
 
     /// Takes the user write lock, then reads the user (`NotFound` if
-    /// absent) and counts the other enabled users holding `role`.
+    /// absent) and, if the user is an enabled holder of `role`, counts the
+    /// other enabled users holding it (otherwise the count is 0: no change
+    /// to this user can leave the role unheld).
     async fn locked_user(
         &self,
         conn: &mut sqlx::AnyConnection,
@@ -278,6 +273,11 @@ impl Store {
             .await?
             .ok_or(StoreError::NotFound)?;
         let user = user_from_row(&row)?;
+        if user.disabled || !user.roles.iter().any(|r| r == role) {
+            // Only an enabled holder's change can leave the role unheld; the
+            // count scans every user, so most changes skip it.
+            return Ok((user, 0));
+        }
         // Role names hold no '"', so the JSON text contains `"role"` exactly
         // when the list may hold it; '_' in a role is a LIKE wildcard, hence
         // the exact check after.

@@ -116,17 +116,49 @@ impl Tokens {
         &self.revocations
     }
 
-    /// Tokens whose `exp` is at or before this are refused as expired, so
-    /// their revocation entries can go.
-    pub(super) fn revocation_cutoff(&self) -> i64 {
-        self.clock.now() - secs(self.policy.leeway) - 1
+    /// Catches the user and client cutoffs and the revoked `jti`s up with
+    /// the status change log (only what was committed since the version
+    /// each holds), and marks the views as current.
+    pub async fn follow_status(&self) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        self.users.log().catch_up(&self.store, now).await?;
+        self.clients.log().catch_up(&self.store, now).await?;
+        self.revocations.catch_up(&self.store, now).await?;
+        self.mark_synced();
+        Ok(())
     }
 
-    /// Reloads the revocation view from the store.
-    pub async fn reload_revocations(&self) -> Result<(), StoreError> {
-        self.revocations
-            .reload(&self.store, self.revocation_cutoff())
-            .await
+    /// The log version every status view has reached.
+    pub fn status_version(&self) -> i64 {
+        self.users
+            .log()
+            .version()
+            .min(self.clients.log().version())
+            .min(self.revocations.log().version())
+    }
+
+    /// Records that the store was just reached and the views are current
+    /// with it.
+    pub fn mark_synced(&self) {
+        *self.synced.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+    }
+
+    /// How long since the views last heard from the store.
+    pub(super) fn staleness(&self) -> std::time::Duration {
+        self.synced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+
+    /// Entries in the status views: (user cutoffs, client cutoffs, revoked
+    /// `jti`s). Bounded by the changes of the last access-token lifetime.
+    pub fn status_entries(&self) -> (usize, usize, usize) {
+        (
+            self.users.log().len(),
+            self.clients.log().len(),
+            self.revocations.log().len(),
+        )
     }
 
     /// Deletes the refresh tokens of dead families (revoked, expired, past
@@ -139,12 +171,15 @@ impl Tokens {
             .await
     }
 
-    /// Forgets revocations of tokens that have expired, in memory and in
-    /// the store. Returns how many rows the store dropped.
-    pub async fn prune_revocations(&self) -> Result<u64, StoreError> {
-        let cutoff = self.revocation_cutoff();
-        self.revocations.prune(cutoff);
-        self.store.delete_expired_revocations(cutoff).await
+    /// Forgets status entries (cutoffs, revoked `jti`s) that refuse nothing
+    /// unexpired any more, in memory and in the store. Returns how many rows
+    /// the store dropped.
+    pub async fn prune_status(&self) -> Result<u64, StoreError> {
+        let now = self.clock.now();
+        self.users.log().prune(now);
+        self.clients.log().prune(now);
+        self.revocations.prune(now);
+        self.store.prune_status_changes(now).await
     }
 
     /// `grant_type=client_credentials`: a token for the client itself
@@ -345,7 +380,7 @@ impl Tokens {
             .store
             .revoke_refresh_family(family_id, self.revocation_times(), record.as_ref())
             .await?;
-        self.revocations.add(&revoked);
+        self.revocations.add(&revoked, secs(self.policy.leeway));
         Ok(())
     }
 
@@ -355,9 +390,10 @@ impl Tokens {
             expires_at: exp,
         };
         self.store
-            .revoke_access_token(&entry, self.clock.now(), &self.audit.prepare(audit))
+            .revoke_access_token(&entry, secs(self.policy.leeway), &self.audit.prepare(audit))
             .await?;
-        self.revocations.add(std::slice::from_ref(&entry));
+        self.revocations
+            .add(std::slice::from_ref(&entry), secs(self.policy.leeway));
         audit.log();
         Ok(())
     }

@@ -24,6 +24,7 @@ mod login;
 mod oauth;
 mod openapi;
 mod postgres;
+mod propagation;
 mod readme;
 mod revocation;
 mod rotation;

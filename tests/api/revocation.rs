@@ -7,6 +7,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use keyturn::store::ChangeKind;
 use serde_json::{Value, json};
 
 use crate::helpers::{
@@ -356,15 +357,23 @@ async fn revocations_are_kept_only_until_the_token_expires() {
     let exp = segment(&token, 1)["exp"].as_i64().unwrap();
     assert_eq!(revoke(&app, &token, ("svc", &secret)).await.status(), 200);
     let store = &app.services.store;
-    let listed = store.revoked_jtis(i64::MIN).await.unwrap();
-    assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].expires_at, exp);
+    let listed = || async {
+        store
+            .status_changes(ChangeKind::Jti, 0, i64::MIN)
+            .await
+            .unwrap()
+            .entries
+    };
+    let entries = listed().await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].at, exp);
+    assert_eq!(entries[0].until, exp + 30, "kept through the 30 s leeway");
 
     // Still listed while the token could pass the leeway...
-    assert_eq!(store.delete_expired_revocations(exp - 1).await.unwrap(), 0);
+    assert_eq!(store.prune_status_changes(exp + 29).await.unwrap(), 0);
     // ...and removed once it is refused as expired anyway.
     app.clock.advance(60 + 31);
     assert_eq!(app.get("/profile", Some(&token)).await.status(), 401);
-    assert_eq!(store.delete_expired_revocations(exp).await.unwrap(), 1);
-    assert!(store.revoked_jtis(i64::MIN).await.unwrap().is_empty());
+    assert_eq!(store.prune_status_changes(exp + 30).await.unwrap(), 1);
+    assert!(listed().await.is_empty());
 }

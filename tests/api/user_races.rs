@@ -198,3 +198,59 @@ async fn on_postgres_a_user_change_waiting_on_a_rotation_revokes_the_child_it_in
         assert_oauth_error(a.refresh(r2).await, 400, "invalid_grant").await;
     }
 }
+
+/// A login whose password check passed just before a password change or
+/// disable committed must not start a session that outlives the change
+/// (the family would be inserted after the change revoked the user's
+/// families). The login's start is swept across the change's transaction.
+#[tokio::test]
+async fn on_postgres_a_login_racing_a_password_change_or_disable_starts_no_live_session() {
+    if !crate::helpers::postgres_available().await {
+        return;
+    }
+    let (a, b) = spawn_pg_pair(&[("KEYTURN_SIGNING_ALG", "EdDSA")]).await;
+    let admin = b.user_token("root", &["admin"]).await;
+    a.create_user("alice", &[]).await;
+    let mut password = PASSWORD.to_owned();
+    let (mut logged_in, mut refused) = (0, 0);
+    for round in 0..ROUNDS {
+        a.clock.advance(1);
+        let disable = round % 2 == 1;
+        let (change, new_password) = if disable {
+            (json!({"disabled": true}), password.clone())
+        } else {
+            let new_password = format!("{PASSWORD} {round}");
+            (json!({"password": new_password}), new_password)
+        };
+        let window = if disable { 40 } else { 80 };
+        let delay = Duration::from_millis(round * 11 % window);
+        let (login, changed) = tokio::join!(
+            a.login("alice", &password),
+            after(delay, b.patch_json("/admin/users/alice", &admin, &change))
+        );
+        assert_eq!(changed.status(), 200, "round {round}: change");
+        match login.status().as_u16() {
+            200 => {
+                logged_in += 1;
+                let body: Value = login.json().await.unwrap();
+                let refresh = body["refresh_token"].as_str().unwrap();
+                assert_oauth_error(a.refresh(refresh).await, 400, "invalid_grant").await;
+            }
+            401 => refused += 1,
+            other => panic!("round {round}: login answered {other}"),
+        }
+        password = new_password;
+        if disable {
+            let enabled = b
+                .patch_json("/admin/users/alice", &admin, &json!({"disabled": false}))
+                .await;
+            assert_eq!(enabled.status(), 200, "round {round}: enable");
+        }
+        assert_eq!(
+            live_refresh_tokens(&a, "alice").await,
+            0,
+            "round {round}: a session started by the racing login outlived the change"
+        );
+    }
+    eprintln!("racing logins: {logged_in} succeeded (then revoked), {refused} refused");
+}
