@@ -193,7 +193,7 @@ impl Entry {
 
     /// With this short, non-secret description.
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = detail.into();
+        self.detail = detail.into().replace('\0', "\u{fffd}");
         self
     }
 
@@ -230,8 +230,19 @@ impl Entry {
 }
 
 /// A caller-supplied name, cut to [`MAX_NAME_CHARS`].
+/// At most [`MAX_NAME_CHARS`], and storable: a NUL (which PostgreSQL text
+/// cannot hold, and which only a hostile request sends) becomes U+FFFD.
 fn bounded(name: &str) -> String {
-    name.chars().take(MAX_NAME_CHARS).collect()
+    name.chars()
+        .take(MAX_NAME_CHARS)
+        .map(|c| {
+            if c == '\0' {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// Why the trail could not be read.

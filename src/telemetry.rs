@@ -28,8 +28,10 @@ pub struct LogGuard {
 /// unset (`info` for the server, `warn` for CLI commands so their output
 /// stays clean).
 pub fn init(format: LogFormat, default_level: &str) -> LogGuard {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    // sqlx logs PostgreSQL's notices (e.g. "relation _sqlx_migrations
+    // already exists, skipping" on every start) at INFO: noise, not news.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},sqlx::postgres::notice=warn")));
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("keyturn-log")

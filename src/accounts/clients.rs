@@ -398,6 +398,7 @@ impl Clients {
 
     /// One client by id.
     pub async fn get(&self, client_id: &str) -> Result<Client, ClientError> {
+        validate_client_id(client_id).map_err(|_| ClientError::NotFound)?;
         self.store
             .find_client(client_id)
             .await?
@@ -408,6 +409,7 @@ impl Clients {
     /// Deletes a client: its refresh tokens are revoked and its access
     /// tokens refused from now on.
     pub async fn delete(&self, client_id: &str) -> Result<(), ClientError> {
+        validate_client_id(client_id).map_err(|_| ClientError::NotFound)?;
         let entry = Entry::new(Event::ClientDeleted, &self.actor, client_id)
             .detail("tokens refused, refresh tokens revoked");
         let now = self.clock.now();

@@ -258,6 +258,9 @@ impl Accounts {
 
     /// One user by username.
     pub async fn get(&self, username: &str) -> Result<User, AccountError> {
+        // A name no user can have is looked up nowhere (a NUL in it is not
+        // even storable text on PostgreSQL).
+        validate_username(username).map_err(|_| AccountError::NotFound)?;
         self.store
             .find_user(username)
             .await?
@@ -273,6 +276,7 @@ impl Accounts {
     /// under one lock, so two admins demoting each other at once cannot
     /// both succeed.
     pub async fn update(&self, username: &str, update: UserUpdate) -> Result<User, AccountError> {
+        validate_username(username).map_err(|_| AccountError::NotFound)?;
         let roles = update.roles.map(normalize_roles).transpose()?;
         let password_hash = match &update.password {
             Some(password) => {
@@ -344,6 +348,7 @@ impl Accounts {
     /// Deletes a user and revokes all their tokens; refused with
     /// [`AccountError::LastAdmin`] for the last enabled admin.
     pub async fn delete(&self, username: &str) -> Result<(), AccountError> {
+        validate_username(username).map_err(|_| AccountError::NotFound)?;
         let entry =
             Entry::new(Event::UserDeleted, &self.actor, username).detail("refresh tokens revoked");
         let now = self.clock.now();

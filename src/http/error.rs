@@ -367,6 +367,7 @@ impl Classify for StoreError {
                     "the store is unreachable; retry shortly",
                 )
             }
+            Self::UnstorableText => Failure::of(Status::BadRequest, "invalid_request", self),
             _ => Failure::internal(self),
         }
     }

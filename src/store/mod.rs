@@ -72,6 +72,10 @@ pub enum StoreError {
     /// retrying shortly.
     #[error("database unreachable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// The text cannot be stored (PostgreSQL holds no NUL in text): input
+    /// that should have been refused earlier, reported as bad input.
+    #[error("the value contains characters the store cannot hold")]
+    UnstorableText,
     /// Applying migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -90,6 +94,8 @@ impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         if is_unreachable(&err) {
             Self::Unavailable(err)
+        } else if is_unstorable_text(&err) {
+            Self::UnstorableText
         } else {
             Self::Database(err)
         }
@@ -112,6 +118,13 @@ fn is_unreachable(err: &sqlx::Error) -> bool {
         }),
         _ => false,
     }
+}
+
+/// PostgreSQL 22021 (a NUL or a byte invalid in the encoding) and 22P05
+/// (untranslatable character): the value, not the query, is at fault.
+fn is_unstorable_text(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db)
+        if db.code().is_some_and(|code| code == "22021" || code == "22P05"))
 }
 
 /// How long a request waits for a database connection before it is told

@@ -332,7 +332,7 @@ async fn every_event_family_is_stored_with_its_fields_and_nothing_secret() {
     let app = spawn_app_with(&[("KEYTURN_SIGNING_ALG", "EdDSA")]).await;
     let (secrets, _) = every_family(&app).await;
     // Not in the audit rows, nor anywhere else in the database.
-    let bytes = app.database_bytes();
+    let bytes = app.database_bytes().await;
     for secret in &secrets {
         assert!(
             !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),

@@ -57,7 +57,7 @@ async fn admin_registers_lists_and_deletes_clients() {
     let listed: Value = serde_json::from_str(&listing).unwrap();
     assert_eq!(listed["clients"][0]["client_id"], "billing");
     assert!(listed["clients"][0].get("client_secret").is_none());
-    let stored = app.database_bytes();
+    let stored = app.database_bytes().await;
     assert!(
         !stored.windows(secret.len()).any(|w| w == secret.as_bytes()),
         "the secret is not in the database"

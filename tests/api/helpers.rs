@@ -1,5 +1,9 @@
-//! `spawn_app()`: a real keyturn on a random port, with its own SQLite
-//! database and keys directory in a temp dir, and a clock the test can move.
+//! `spawn_app()`: a real keyturn on a random port, with its own database
+//! and keys directory in a temp dir, and a clock the test can move.
+//!
+//! The database is SQLite in the temp dir, or, in the suite's PostgreSQL
+//! pass (`KEYTURN_TEST_STORE=postgres`, see `stores.rs`), a fresh
+//! PostgreSQL database per server: the same tests on both stores.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -105,6 +109,13 @@ pub async fn fresh_pg_database() -> String {
     format!("postgres://postgres@127.0.0.1:5432/{name}")
 }
 
+/// Whether this run of the suite is its PostgreSQL pass
+/// (`KEYTURN_TEST_STORE=postgres`): every server the helpers start gets its
+/// own fresh PostgreSQL database instead of an SQLite file.
+pub fn postgres_pass() -> bool {
+    std::env::var("KEYTURN_TEST_STORE").is_ok_and(|store| store == "postgres")
+}
+
 /// With extra settings and a given clock (e.g. one following real time,
 /// for tests that run a verifier on the real clock beside the server).
 pub async fn spawn_app_clocked(extra: &[(&str, &str)], clock: ManualClock) -> TestApp {
@@ -120,6 +131,10 @@ pub async fn spawn_app_clocked(extra: &[(&str, &str)], clock: ManualClock) -> Te
         "KEYTURN_KEYS_DIR".into(),
         dir.path().join("keys").display().to_string(),
     );
+    let own_store = extra.iter().any(|(k, _)| *k == "KEYTURN_DATABASE_URL");
+    if postgres_pass() && !own_store {
+        env.insert("KEYTURN_DATABASE_URL".into(), fresh_pg_database().await);
+    }
     for (k, v) in extra {
         env.insert((*k).into(), (*v).into());
     }
@@ -321,10 +336,18 @@ impl TestApp {
 }
 
 impl TestApp {
-    /// Runs a statement on the app's SQLite file, as another writer would.
+    /// A connection pool of its own to the app's store (SQLite file or
+    /// PostgreSQL database), as another writer would have.
+    pub async fn store_pool(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        sqlx::AnyPool::connect(&self.settings.database_url)
+            .await
+            .expect("store")
+    }
+
+    /// Runs a statement on the app's store, as another writer would.
     pub async fn sql(&self, statement: &'static str) {
-        let url = format!("sqlite://{}/data/keyturn.db", self.dir.path().display());
-        let pool = sqlx::SqlitePool::connect(&url).await.expect("sqlite");
+        let pool = self.store_pool().await;
         sqlx::query(statement)
             .execute(&pool)
             .await
@@ -401,14 +424,82 @@ impl TestApp {
         self.clock.now()
     }
 
-    /// Every byte of the SQLite database, WAL and shared memory included.
-    pub fn database_bytes(&self) -> Vec<u8> {
+    /// Whether this server's store is PostgreSQL.
+    pub fn on_postgres(&self) -> bool {
+        self.settings.database_url.starts_with("postgres")
+    }
+
+    /// Everything the store holds: every byte of the SQLite database (WAL
+    /// and shared memory included), or every row of every PostgreSQL table
+    /// as text.
+    pub async fn database_bytes(&self) -> Vec<u8> {
+        if self.on_postgres() {
+            return self.postgres_rows().await;
+        }
         let mut bytes = Vec::new();
         for entry in std::fs::read_dir(self.dir.path().join("data")).expect("data dir") {
             let path = entry.expect("entry").path();
             bytes.extend(std::fs::read(&path).expect("readable"));
         }
         bytes
+    }
+
+    async fn postgres_rows(&self) -> Vec<u8> {
+        let pool = sqlx::PgPool::connect(&self.settings.database_url)
+            .await
+            .expect("postgres");
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("tables");
+        let mut bytes = Vec::new();
+        for table in tables {
+            let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT t::text FROM \"{table}\" t"
+            )))
+            .fetch_all(&pool)
+            .await
+            .expect("rows");
+            for row in rows {
+                bytes.extend(row.into_bytes());
+                bytes.push(b'\n');
+            }
+        }
+        // Binary columns read as text are hex; add their raw bytes too, so
+        // a key stored in clear would show up as itself.
+        let binary: Vec<(String, String)> = sqlx::query_as(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns \
+             WHERE table_schema = 'public' AND data_type = 'bytea'",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("columns");
+        for (table, column) in binary {
+            let values: Vec<Option<Vec<u8>>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT \"{column}\" FROM \"{table}\""
+            )))
+            .fetch_all(&pool)
+            .await
+            .expect("binary values");
+            for value in values.into_iter().flatten() {
+                bytes.extend(value);
+            }
+        }
+        pool.close().await;
+        bytes
+    }
+
+    /// `SELECT COUNT(*) …` on the app's store, whichever it is.
+    pub async fn store_count(&self, query: &'static str) -> i64 {
+        let pool = self.store_pool().await;
+        let count: i64 = sqlx::query_scalar(query)
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        pool.close().await;
+        count
     }
 }
 
@@ -774,19 +865,5 @@ impl PgProxy {
 impl Drop for PgProxy {
     fn drop(&mut self) {
         self.accept.abort();
-    }
-}
-
-impl TestApp {
-    /// `SELECT COUNT(*) …` on the app's SQLite file.
-    pub async fn sqlite_count(&self, query: &'static str) -> i64 {
-        let url = format!("sqlite://{}/data/keyturn.db", self.dir.path().display());
-        let pool = sqlx::SqlitePool::connect(&url).await.expect("sqlite");
-        let count: i64 = sqlx::query_scalar(query)
-            .fetch_one(&pool)
-            .await
-            .expect("count");
-        pool.close().await;
-        count
     }
 }

@@ -122,7 +122,7 @@ async fn database_holds_no_private_key_in_clear() {
     let app = spawn_app_with(&[("KEYTURN_SIGNING_ALG", "EdDSA")]).await;
     app.user_token("alice", &[]).await;
     let (_, pkcs8) = app.current_private_key().await;
-    let bytes = app.database_bytes();
+    let bytes = app.database_bytes().await;
     assert!(bytes.len() > 1000, "the database was read");
     // ring's PKCS#8 v2 document: a 16-byte prefix, then the 32-byte seed.
     assert!(!bytes.windows(pkcs8.len()).any(|w| w == pkcs8.as_slice()));
@@ -134,7 +134,7 @@ async fn database_holds_no_private_key_in_clear() {
     // RSA too.
     let app = spawn_app().await;
     let (_, pkcs8) = app.current_private_key().await;
-    let bytes = app.database_bytes();
+    let bytes = app.database_bytes().await;
     for chunk in pkcs8.chunks_exact(32).step_by(4) {
         assert!(
             !bytes.windows(32).any(|w| w == chunk),

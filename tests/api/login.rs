@@ -66,7 +66,7 @@ async fn refresh_tokens_are_stored_hashed() {
         .await
         .unwrap();
     assert_eq!(live, 1);
-    let bytes = app.database_bytes();
+    let bytes = app.database_bytes().await;
     assert!(
         !bytes
             .windows(refresh.len())

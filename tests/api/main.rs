@@ -29,6 +29,7 @@ mod readme;
 mod revocation;
 mod rotation;
 mod sessions;
+mod stores;
 mod strict_http;
 mod throttle;
 mod tokens;

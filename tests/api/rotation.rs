@@ -266,9 +266,7 @@ async fn revocation_removes_the_key_and_its_tokens_at_once() {
         assert!(row.lifecycle.sealed().is_none());
     }
     // In the database itself, every revoked row's private half is NULL.
-    let pool = sqlx::SqlitePool::connect(&app.settings.database_url)
-        .await
-        .unwrap();
+    let pool = app.store_pool().await;
     for row in &revoked {
         let sealed: Option<Vec<u8>> =
             sqlx::query_scalar("SELECT sealed_private FROM keys WHERE kid = $1")
