@@ -238,6 +238,60 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+
+    /// A master-key change in one transaction: replaces the sealed private
+    /// half of each key in `resealed` and the check value `old_check` by
+    /// `new_check`, with `audit`, only if the keyset is still at
+    /// `expected_version` and the check value still `old_check`
+    /// (otherwise [`StoreError::Conflict`] and nothing changes). Bumps the
+    /// keyset version, so running servers reload their keyring.
+    pub async fn rewrap_keys(
+        &self,
+        expected_version: i64,
+        old_check: &str,
+        new_check: &str,
+        resealed: &[(String, SealedKey)],
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let bumped = sqlx::query(
+            "UPDATE versions SET version = version + 1 WHERE name = 'keys' AND version = $1",
+        )
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if bumped != 1 {
+            return Err(StoreError::Conflict);
+        }
+        let checked = sqlx::query(
+            "UPDATE master_key_check SET check_value = $1 WHERE id = 1 AND check_value = $2",
+        )
+        .bind(new_check)
+        .bind(old_check)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if checked != 1 {
+            return Err(StoreError::Conflict);
+        }
+        for (kid, sealed) in resealed {
+            let updated = sqlx::query(
+                "UPDATE keys SET sealed_private = $1 WHERE kid = $2 AND sealed_private IS NOT NULL",
+            )
+            .bind(sealed.as_bytes().to_vec())
+            .bind(kid)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated != 1 {
+                return Err(StoreError::Conflict);
+            }
+        }
+        super::audit::insert_audits_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 async fn insert_key(conn: &mut sqlx::AnyConnection, key: &KeyRow) -> Result<(), StoreError> {
