@@ -768,6 +768,13 @@ fn new_master_key(settings: &Settings, file: Option<PathBuf>) -> anyhow::Result<
     Ok(())
 }
 
+/// Whether an argument that names no file is a master key itself.
+fn looks_like_a_key(path: &std::path::Path) -> bool {
+    path.to_str().is_some_and(|text| {
+        crate::keys::MasterKey::from_base64(&SecretString::from(text.to_owned()), "").is_ok()
+    })
+}
+
 /// The key of `keys rewrap --new-master-key FILE` (`-`: standard input).
 fn read_new_master_key(path: &std::path::Path) -> anyhow::Result<crate::keys::MasterKey> {
     use crate::keys::{MasterKey, MasterKeyError};
@@ -785,6 +792,12 @@ fn read_new_master_key(path: &std::path::Path) -> anyhow::Result<crate::keys::Ma
         let source = format!("new master key file {}", path.display());
         match MasterKey::read_file(path) {
             Ok(Some(key)) => return Ok(key),
+            // A key typed as the argument is already in the process list:
+            // at least it is not echoed into logs too.
+            Ok(None) if looks_like_a_key(path) => bail!(
+                "--new-master-key takes a file holding the key, never the key itself \
+                 (command lines are visible to other users)"
+            ),
             Ok(None) => bail!("cannot read {source}: it does not exist"),
             Err(MasterKeyError::Malformed { .. }) => {
                 bail!("{source} must hold base64 of exactly 32 bytes")

@@ -26,6 +26,7 @@ mod openapi;
 mod postgres;
 mod readme;
 mod revocation;
+mod rewrap;
 mod rotation;
 mod sessions;
 mod strict_http;
