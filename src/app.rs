@@ -36,8 +36,10 @@ pub enum AppError {
     /// The database.
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    /// The master key.
-    #[error("master key: {0}")]
+    /// The master key. Transparent: the message names the setting or file
+    /// already, and a `{0}` here would print it twice in the CLI's one line
+    /// (which joins the error's sources).
+    #[error(transparent)]
     MasterKey(#[from] MasterKeyError),
     /// Keys.
     #[error("keys: {0}")]

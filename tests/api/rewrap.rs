@@ -302,6 +302,11 @@ async fn rewrap_refuses_bad_input_and_changes_nothing() {
     let listed = format!("{new_text},c2hvcnQ=");
     let out = run(&[("KEYTURN_MASTER_KEY", &listed)], &new_path);
     assert_refused(&out, "KEYTURN_MASTER_KEY entry 2 of 2", "bad entry");
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        "error: KEYTURN_MASTER_KEY entry 2 of 2 must be base64 of exactly 32 bytes",
+        "said once"
+    );
     assert!(!text(&out.stderr).contains(&new_text));
 
     // Malformed new keys, in a file or on standard input.
