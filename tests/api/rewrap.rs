@@ -404,9 +404,17 @@ async fn rewrap_on_postgres_with_two_instances_running() {
     let out = a.cli(&["keys", "rotate", "--force"], None);
     assert_refused(&out, "is not the one this store is sealed with", "A's key");
 
-    // A rotation after the rewrap, with B's keys: sealed under the new key.
-    let out = b.cli(&["keys", "rotate", "--force"], None);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Over HTTP on A it is refused too, and nothing is written.
+    let admin = b.user_token("root", &["admin"]).await;
+    a.assert_profile_becomes(&admin, 200).await;
+    let refused = a.post("/admin/keys/rotate?force=true", &admin).await;
+    assert_eq!(refused.status(), 500, "a misconfigured instance");
+    assert_eq!(snapshot(&a).await, before);
+
+    // A rotation after the rewrap by the running B, which started before it:
+    // its new next key is sealed under the new key.
+    let rotated = b.post("/admin/keys/rotate?force=true", &admin).await;
+    assert_eq!(rotated.status(), 200);
     assert_eq!(sealed_under(&b, &new, &old).await, 3);
     follows_store(&b).await;
     let rotated = b.token("bob").await;
