@@ -401,7 +401,7 @@ async fn run(command: Command, output: OutputFormat, settings: Settings) -> anyh
         Command::Clients(cmd) => clients(&open(&settings).await?, cmd, output).await,
         // Needs no store: it only writes a key file.
         Command::Keys(KeysCommand::NewMasterKey { file }) => new_master_key(&settings, file),
-        Command::Keys(cmd) => keys(&open(&settings).await?, cmd, output).await,
+        Command::Keys(cmd) => keys(&open(&settings).await?, &settings, cmd, output).await,
         Command::Token(cmd) => token(&settings, cmd).await,
         Command::Audit(cmd) => audit::run(&open(&settings).await?, cmd, output).await,
         // Handled before the runtime starts.
@@ -713,7 +713,12 @@ fn print_clients(list: &[crate::accounts::Client], output: OutputFormat) -> anyh
     Ok(())
 }
 
-async fn keys(services: &Services, cmd: KeysCommand, output: OutputFormat) -> anyhow::Result<()> {
+async fn keys(
+    services: &Services,
+    settings: &Settings,
+    cmd: KeysCommand,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
     let now = services.clock.now();
     match cmd {
         KeysCommand::List => print_keys(services, output, None).await?,
@@ -750,7 +755,8 @@ async fn keys(services: &Services, cmd: KeysCommand, output: OutputFormat) -> an
                  master key and restart, see docs/key-storage.md)"
             );
         }
-        KeysCommand::NewMasterKey { .. } => unreachable!("run without opening the store"),
+        // `run` handles it before opening the store; the same code here.
+        KeysCommand::NewMasterKey { file } => new_master_key(settings, file)?,
     }
     Ok(())
 }
