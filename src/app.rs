@@ -17,7 +17,9 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::http::{self, ClientAddr, HttpState};
 use crate::keys::rotation::Policy;
-use crate::keys::{KeyError, KeyManager, KeyScheduler, KeyringHandle, MasterKey, MasterKeyError};
+use crate::keys::{
+    KeyError, KeyManager, KeyScheduler, KeyringHandle, MasterKey, MasterKeyError, MasterKeys,
+};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::token::{Login, TokenPolicy, Tokens};
@@ -37,8 +39,10 @@ pub enum AppError {
     /// The database.
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    /// The master key.
-    #[error("master key: {0}")]
+    /// The master key. Transparent: the message names the setting or file
+    /// already, and a `{0}` here would print it twice in the CLI's one line
+    /// (which joins the error's sources).
+    #[error(transparent)]
     MasterKey(#[from] MasterKeyError),
     /// Keys.
     #[error("keys: {0}")]
@@ -134,25 +138,28 @@ pub fn master_key_location(settings: &Settings) -> String {
     }
 }
 
-/// The master key from `KEYTURN_MASTER_KEY` or `keys_dir/master.key`, if
-/// either is there; reads no store and creates nothing.
-fn existing_master_key(settings: &Settings) -> Result<Option<MasterKey>, MasterKeyError> {
+/// The master keys from `KEYTURN_MASTER_KEY` (one, or a comma-separated
+/// list during a master-key change) or else `keys_dir/master.key` and
+/// `keys_dir/master.key.new`, if any is there; reads no store and creates
+/// nothing.
+fn existing_master_keys(settings: &Settings) -> Result<Option<MasterKeys>, MasterKeyError> {
     match &settings.master_key {
-        Some(encoded) => MasterKey::from_base64(encoded, "KEYTURN_MASTER_KEY").map(Some),
-        None => MasterKey::load(&settings.keys_dir),
+        Some(encoded) => MasterKeys::from_list(encoded, "KEYTURN_MASTER_KEY").map(Some),
+        None => MasterKeys::load_dir(&settings.keys_dir),
     }
 }
 
-/// The master key, checked against the store's check value (recorded on
-/// first use). A store without a check value that already holds keys (made
-/// before check values existed) must have a key the master opens.
+/// The master keys, checked against the store's check value (recorded on
+/// first use, from the first key listed): one of them must be the store's.
+/// A store without a check value that already holds keys (made before check
+/// values existed) must have a key one of them opens.
 async fn open_master_key(
     settings: &Settings,
     store: &Store,
-    found: Option<MasterKey>,
+    found: Option<MasterKeys>,
     usage: MasterKeyUse,
     now: i64,
-) -> Result<MasterKey, AppError> {
+) -> Result<MasterKeys, AppError> {
     let recorded = store.master_check().await?;
     let fresh = recorded.is_none() && store.is_empty().await?;
     if usage == MasterKeyUse::Initialise && !fresh {
@@ -163,7 +170,7 @@ async fn open_master_key(
         Some(master) => master,
         None if usage == MasterKeyUse::MustExist => return Err(AppError::NoMasterKey { path }),
         None if !fresh => return Err(AppError::MasterKeyMissingForStore { path }),
-        None => MasterKey::create(&settings.keys_dir)?,
+        None => MasterKey::create(&settings.keys_dir)?.into(),
     };
     let mismatch = || AppError::MasterKeyMismatch {
         source_name: master_key_location(settings),
@@ -175,17 +182,20 @@ async fn open_master_key(
             let sealed = keys
                 .iter()
                 .find_map(|row| Some((&row.kid, row.lifecycle.sealed()?)));
-            if let Some((kid, sealed)) = sealed
-                && master.open(kid, sealed).is_err()
-            {
-                return Err(mismatch());
-            }
+            let recording = match sealed {
+                // The key that opens the store's keys, whichever is listed.
+                Some((kid, sealed)) => master
+                    .iter()
+                    .find(|key| key.open(kid, sealed).is_ok())
+                    .ok_or_else(mismatch)?,
+                None => master.first(),
+            };
             store
-                .record_master_check(&master.check_value(), now)
+                .record_master_check(&recording.check_value(), now)
                 .await?
         }
     };
-    if master.matches_check(&check) {
+    if master.holds(&check) {
         Ok(master)
     } else {
         Err(mismatch())
@@ -207,7 +217,7 @@ impl Services {
         clock: SharedClock,
         usage: MasterKeyUse,
     ) -> Result<Self, AppError> {
-        let found = existing_master_key(settings)?;
+        let found = existing_master_keys(settings)?;
         if found.is_none() && usage == MasterKeyUse::MustExist {
             return Err(AppError::NoMasterKey {
                 path: MasterKey::file_in(&settings.keys_dir),

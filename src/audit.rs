@@ -92,6 +92,8 @@ events! {
     KeyImported => "key_imported",
     /// A master key made for a new store.
     MasterKeyCreated => "master_key_created",
+    /// Every private key re-sealed under a new master key (`keys rewrap`).
+    MasterKeyRewrapped => "master_key_rewrapped",
 }
 
 impl std::str::FromStr for Event {

@@ -291,6 +291,20 @@ enum KeysCommand {
         /// The PEM file.
         pem_file: PathBuf,
     },
+    /// Write a new random master key (base64, mode 0600) for a later
+    /// `keys rewrap`; the store is not touched. Refuses an existing file.
+    NewMasterKey {
+        /// Where to write it (default: KEYTURN_KEYS_DIR/master.key.new).
+        file: Option<PathBuf>,
+    },
+    /// Re-seal every private key under a new master key, which becomes the
+    /// store's; the current one must be in the settings (docs/key-storage.md).
+    Rewrap {
+        /// File holding the new base64 key (`-`: standard input); never the
+        /// key itself, command lines are visible to other users.
+        #[arg(long, value_name = "FILE")]
+        new_master_key: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -385,7 +399,9 @@ async fn run(command: Command, output: OutputFormat, settings: Settings) -> anyh
         Command::Init => init(&settings).await,
         Command::Users(cmd) => users(&open(&settings).await?, cmd, output).await,
         Command::Clients(cmd) => clients(&open(&settings).await?, cmd, output).await,
-        Command::Keys(cmd) => keys(&open(&settings).await?, cmd, output).await,
+        // Needs no store: it only writes a key file.
+        Command::Keys(KeysCommand::NewMasterKey { file }) => new_master_key(&settings, file),
+        Command::Keys(cmd) => keys(&open(&settings).await?, &settings, cmd, output).await,
         Command::Token(cmd) => token(&settings, cmd).await,
         Command::Audit(cmd) => audit::run(&open(&settings).await?, cmd, output).await,
         // Handled before the runtime starts.
@@ -697,7 +713,12 @@ fn print_clients(list: &[crate::accounts::Client], output: OutputFormat) -> anyh
     Ok(())
 }
 
-async fn keys(services: &Services, cmd: KeysCommand, output: OutputFormat) -> anyhow::Result<()> {
+async fn keys(
+    services: &Services,
+    settings: &Settings,
+    cmd: KeysCommand,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
     let now = services.clock.now();
     match cmd {
         KeysCommand::List => print_keys(services, output, None).await?,
@@ -725,8 +746,72 @@ async fn keys(services: &Services, cmd: KeysCommand, output: OutputFormat) -> an
             let kid = services.keys.import(&pem, now).await?;
             println!("imported {kid} as the next key");
         }
+        KeysCommand::Rewrap { new_master_key } => {
+            let new = read_new_master_key(&new_master_key)?;
+            let count = services.keys.rewrap(&new, now).await?;
+            println!(
+                "rewrapped {count} private keys under the new master key, now the store's; \
+                 running servers holding it reload within seconds (next: make it the only \
+                 master key and restart, see docs/key-storage.md)"
+            );
+        }
+        // `run` handles it before opening the store; the same code here.
+        KeysCommand::NewMasterKey { file } => new_master_key(settings, file)?,
     }
     Ok(())
+}
+
+/// `keys new-master-key [FILE]`.
+fn new_master_key(settings: &Settings, file: Option<PathBuf>) -> anyhow::Result<()> {
+    let path = file.unwrap_or_else(|| settings.keys_dir.join(crate::keys::NEW_MASTER_KEY_FILE));
+    crate::keys::MasterKey::create_file(&path)?;
+    println!(
+        "new master key written to {} (mode 0600); give it to every instance beside the \
+         current one, then run `keyturn keys rewrap --new-master-key {}`",
+        path.display(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// Whether an argument that names no file is a master key itself.
+fn looks_like_a_key(path: &std::path::Path) -> bool {
+    path.to_str().is_some_and(|text| {
+        crate::keys::MasterKey::from_base64(&SecretString::from(text.to_owned()), "").is_ok()
+    })
+}
+
+/// The key of `keys rewrap --new-master-key FILE` (`-`: standard input).
+fn read_new_master_key(path: &std::path::Path) -> anyhow::Result<crate::keys::MasterKey> {
+    use crate::keys::{MasterKey, MasterKeyError};
+    use std::io::Read as _;
+    let (text, source) = if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the new master key from standard input")?;
+        (
+            SecretString::from(text),
+            "the new master key (standard input)".to_owned(),
+        )
+    } else {
+        let source = format!("new master key file {}", path.display());
+        match MasterKey::read_file(path) {
+            Ok(Some(key)) => return Ok(key),
+            // A key typed as the argument is already in the process list:
+            // at least it is not echoed into logs too.
+            Ok(None) if looks_like_a_key(path) => bail!(
+                "--new-master-key takes a file holding the key, never the key itself \
+                 (command lines are visible to other users)"
+            ),
+            Ok(None) => bail!("cannot read {source}: it does not exist"),
+            Err(MasterKeyError::Malformed { .. }) => {
+                bail!("{source} must hold base64 of exactly 32 bytes")
+            }
+            Err(err) => return Err(err.into()),
+        }
+    };
+    MasterKey::from_base64(&text, &source).map_err(Into::into)
 }
 
 /// A line saying what a command did: on stdout above a table, on stderr

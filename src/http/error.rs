@@ -333,7 +333,11 @@ impl Classify for KeyError {
                 "no such key (or already revoked)",
             ),
             Self::Import(_) => Failure::of(Status::BadRequest, "invalid_request", self),
-            Self::Generation(_)
+            Self::RewrapSameKey => Failure::of(Status::Conflict, "conflict", self),
+            // A server started before a master-key change: a configuration
+            // problem of this instance, logged with its cause.
+            Self::MasterKeyChanged
+            | Self::Generation(_)
             | Self::Seal { .. }
             | Self::Unseal { .. }
             | Self::Corrupt { .. }

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use super::keyring::{Jwks, Keyring, VerifyingKey};
 use super::material::{self, GeneratedKey, ImportError, MaterialError, PublicJwk, SigningKey};
 use super::rotation::{self, Action, KeyMeta, Policy, RotationError, Trigger};
-use super::{KeyError, KeyLifecycle, KeyState, MasterKey, NewKeyState, SigningAlg};
+use super::{KeyError, KeyLifecycle, KeyState, MasterKey, MasterKeys, NewKeyState, SigningAlg};
 use crate::audit::{Actor, Entry, Event};
 use crate::store::{KeyChange, KeyRow, Store, StoreError};
 
@@ -60,11 +60,13 @@ pub struct ScheduledRun {
     pub postponed_until: Option<i64>,
 }
 
-/// Key operations bound to a store, a master key and a policy.
+/// Key operations bound to a store, master keys and a policy.
 #[derive(Clone)]
 pub struct KeyManager {
     store: Store,
-    master: Arc<MasterKey>,
+    /// Every master key this process holds; the one matching the store's
+    /// check value, read at each change, seals (see [`KeyManager::change`]).
+    master: Arc<MasterKeys>,
     policy: Policy,
     rsa_bits: usize,
     /// Who manual changes are audited as (scheduled ones: the scheduler).
@@ -128,7 +130,7 @@ impl From<RotationError> for KeyError {
 
 impl KeyManager {
     /// A manager applying `policy`, generating RSA keys of `rsa_bits`.
-    pub fn new(store: Store, master: Arc<MasterKey>, policy: Policy, rsa_bits: usize) -> Self {
+    pub fn new(store: Store, master: Arc<MasterKeys>, policy: Policy, rsa_bits: usize) -> Self {
         Self {
             store,
             master,
@@ -160,14 +162,26 @@ impl KeyManager {
             .map_err(|e| KeyError::Generation(e.into()))?
     }
 
+    /// The master key that seals now: the one whose check value the store
+    /// records. `None` when the store was moved to a master key this process
+    /// does not hold (`keys rewrap` since it started). Read after the keyset
+    /// version, so a rewrap committed in between makes the change conflict
+    /// instead of sealing under the replaced key.
+    async fn sealer(&self) -> Result<Option<&MasterKey>, KeyError> {
+        let check = self.store.master_check().await?;
+        Ok(check.as_deref().and_then(|c| self.master.matching(c)))
+    }
+
     fn new_row(
-        &self,
+        sealer: Option<&MasterKey>,
         generated: &GeneratedKey,
         state: NewKeyState,
         now: i64,
     ) -> Result<KeyRow, KeyError> {
         let kid = generated.public.kid().to_owned();
-        let sealed = self.master.seal(&kid, &generated.pkcs8)?;
+        let sealed = sealer
+            .ok_or(KeyError::MasterKeyChanged)?
+            .seal(&kid, &generated.pkcs8)?;
         Ok(KeyRow {
             // A struct of strings always serializes.
             public_jwk: serde_json::to_string(&generated.public)
@@ -186,6 +200,7 @@ impl KeyManager {
         now: i64,
         keys: &[StoredKey],
         actions: &[Action],
+        sealer: Option<&MasterKey>,
     ) -> Result<Vec<KeyChange>, KeyError> {
         // Moves `kid` along its lifecycle with `step`, or says why not.
         let transition =
@@ -209,7 +224,7 @@ impl KeyManager {
             changes.push(match action {
                 Action::Generate(state) => {
                     let generated = self.generate().await?;
-                    KeyChange::Insert(self.new_row(&generated, *state, now)?)
+                    KeyChange::Insert(Self::new_row(sealer, &generated, *state, now)?)
                 }
                 Action::Promote(kid) => transition(kid, KeyState::Current, KeyLifecycle::promote)?,
                 Action::Retire(kid) => transition(kid, KeyState::Retired, KeyLifecycle::retire)?,
@@ -222,9 +237,11 @@ impl KeyManager {
         Ok(changes)
     }
 
-    /// Reads the keyset, decides with `decide`, applies in one conditional
+    /// Reads the keyset, decides with `decide` (given the sealing key, if
+    /// this process holds the store's), applies in one conditional
     /// transaction with the audit events (one per planned action, by
     /// `actor`, plus `extra`); retries if another writer got there first.
+    /// A process without the store's current master key changes nothing.
     async fn change<F>(
         &self,
         now: i64,
@@ -233,17 +250,21 @@ impl KeyManager {
         decide: F,
     ) -> Result<Vec<Action>, KeyError>
     where
-        F: Fn(&[KeyMeta]) -> Result<(Vec<Action>, Vec<KeyChange>), KeyError>,
+        F: Fn(&[KeyMeta], Option<&MasterKey>) -> Result<(Vec<Action>, Vec<KeyChange>), KeyError>,
     {
         for _ in 0..5 {
             let (version, keys) = self.keyset().await?;
+            let sealer = self.sealer().await?;
             let metas: Vec<KeyMeta> = keys.iter().map(StoredKey::meta).collect();
-            let (actions, extra) = decide(&metas)?;
+            let (actions, extra) = decide(&metas, sealer)?;
             if actions.is_empty() && extra.is_empty() {
                 return Ok(actions);
             }
+            if sealer.is_none() {
+                return Err(KeyError::MasterKeyChanged);
+            }
             let mut changes = extra;
-            changes.extend(self.changes_for(now, &keys, &actions).await?);
+            changes.extend(self.changes_for(now, &keys, &actions, sealer).await?);
             // The planned actions' changes come last, one each.
             let planned = &changes[changes.len() - actions.len()..];
             let mut events: Vec<Entry> = actions
@@ -275,7 +296,7 @@ impl KeyManager {
     pub async fn run_scheduled(&self, now: i64) -> Result<ScheduledRun, KeyError> {
         let postponed = std::sync::Mutex::new(None);
         let actions = self
-            .change(now, &Actor::scheduler(), &[], |metas| {
+            .change(now, &Actor::scheduler(), &[], |metas, _| {
                 let plan = rotation::plan(now, metas, &self.policy, Trigger::Scheduled)?;
                 if let Ok(mut p) = postponed.lock() {
                     *p = plan.postponed_until;
@@ -293,7 +314,7 @@ impl KeyManager {
     /// Rotates now (operator request). Without `force`, refuses while the
     /// successor has been published for less than the prepublish time.
     pub async fn rotate(&self, now: i64, force: bool) -> Result<Vec<Action>, KeyError> {
-        self.change(now, &self.actor, &[], |metas| {
+        self.change(now, &self.actor, &[], |metas, _| {
             let plan = rotation::plan(now, metas, &self.policy, Trigger::Manual { force })?;
             Ok((plan.actions, Vec::new()))
         })
@@ -303,7 +324,7 @@ impl KeyManager {
     /// Emergency revocation: removes `kid` from the JWKS and destroys its
     /// private half; promotes or generates a signer if it was signing.
     pub async fn revoke(&self, kid: &str, now: i64) -> Result<Vec<Action>, KeyError> {
-        self.change(now, &self.actor, &[], |metas| {
+        self.change(now, &self.actor, &[], |metas, _| {
             Ok((rotation::plan_revoke(kid, metas, &self.policy)?, Vec::new()))
         })
         .await
@@ -324,21 +345,27 @@ impl KeyManager {
         // Refuse a key that does not load, before it reaches the store.
         SigningKey::from_pkcs8(&generated.pkcs8, generated.public.clone())
             .map_err(|e| KeyError::Import(ImportError::Unusable(e)))?;
-        let row = self.new_row(&generated, NewKeyState::Next, now)?;
-        let kid = row.kid.clone();
+        let kid = generated.public.kid().to_owned();
         let imported = Entry::new(Event::KeyImported, &self.actor, &kid)
             .detail(format!("alg={alg} state=next"));
-        self.change(now, &self.actor, std::slice::from_ref(&imported), |metas| {
-            if metas.iter().any(|k| k.kid == kid) {
-                return Err(KeyError::Import(ImportError::Duplicate));
-            }
-            let replaced = metas
-                .iter()
-                .filter(|k| k.state == KeyState::Next && k.alg == alg)
-                .map(|k| Action::Drop(k.kid.clone()))
-                .collect();
-            Ok((replaced, vec![KeyChange::Insert(row.clone())]))
-        })
+        self.change(
+            now,
+            &self.actor,
+            std::slice::from_ref(&imported),
+            |metas, sealer| {
+                if metas.iter().any(|k| k.kid == kid) {
+                    return Err(KeyError::Import(ImportError::Duplicate));
+                }
+                let replaced = metas
+                    .iter()
+                    .filter(|k| k.state == KeyState::Next && k.alg == alg)
+                    .map(|k| Action::Drop(k.kid.clone()))
+                    .collect();
+                // Sealed on each attempt: a rewrap in between changes the key.
+                let row = Self::new_row(sealer, &generated, NewKeyState::Next, now)?;
+                Ok((replaced, vec![KeyChange::Insert(row)]))
+            },
+        )
         .await?;
         Ok(kid)
     }
@@ -379,7 +406,10 @@ impl KeyManager {
                         _ => None,
                     })
                     .ok_or(KeyError::NotFound)?;
-                let pkcs8 = self.master.open(&key.row.kid, sealed)?;
+                let pkcs8 = match self.master.open(&key.row.kid, sealed) {
+                    Ok(pkcs8) => pkcs8,
+                    Err(err) => return Err(self.unseal_failure(err).await),
+                };
                 let signing =
                     SigningKey::from_pkcs8(&pkcs8, key.public.clone()).map_err(|problem| {
                         KeyError::Corrupt {
@@ -399,6 +429,67 @@ impl KeyManager {
             published_jwks(&keys),
             rotation::next_change_at(now, &metas, &self.policy),
         ))
+    }
+
+    /// Why a key this process should open does not: the store was moved to
+    /// a master key it does not hold (it must be restarted with it), or, if
+    /// it does hold the store's key, `err` (tampering or corruption).
+    async fn unseal_failure(&self, err: KeyError) -> KeyError {
+        match self.store.master_check().await {
+            Ok(Some(check)) if !self.master.holds(&check) => KeyError::MasterKeyChanged,
+            _ => err,
+        }
+    }
+
+    /// Re-seals every sealed private key under `new` and makes `new` the
+    /// store's master key (its check value replaces the old one), in one
+    /// conditional transaction with its audit event; bumps the keyset
+    /// version so running servers reload. Returns how many keys were
+    /// re-sealed. Refuses `new` if it already is the store's key.
+    pub async fn rewrap(&self, new: &MasterKey, now: i64) -> Result<usize, KeyError> {
+        for _ in 0..5 {
+            let (version, keys) = self.keyset().await?;
+            let old_check = self
+                .store
+                .master_check()
+                .await?
+                .filter(|check| self.master.holds(check))
+                .ok_or(KeyError::MasterKeyChanged)?;
+            if new.matches_check(&old_check) {
+                return Err(KeyError::RewrapSameKey);
+            }
+            let mut resealed = Vec::new();
+            for key in &keys {
+                if let Some(sealed) = key.row.lifecycle.sealed() {
+                    let pkcs8 = self.master.open(&key.row.kid, sealed)?;
+                    resealed.push((key.row.kid.clone(), new.seal(&key.row.kid, &pkcs8)?));
+                }
+            }
+            let entry =
+                Entry::new(Event::MasterKeyRewrapped, &self.actor, "master_key").detail(format!(
+                    "{} private keys re-sealed under the new master key; check value replaced",
+                    resealed.len()
+                ));
+            match self
+                .store
+                .rewrap_keys(
+                    version,
+                    &old_check,
+                    &new.check_value(),
+                    &resealed,
+                    &[entry.record_at(now)],
+                )
+                .await
+            {
+                Ok(()) => {
+                    entry.log();
+                    return Ok(resealed.len());
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(KeyError::Busy)
     }
 
     /// Every key with its state and timestamps, and the next rotation.

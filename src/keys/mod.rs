@@ -18,7 +18,7 @@ pub use material::{
     ImportError, JwkKey, MaterialError, OkpCurve, PublicJwk, SignError, SigningKey,
 };
 pub use scheduler::KeyScheduler;
-pub use seal::{MasterKey, MasterKeyError, SealedKey};
+pub use seal::{MasterKey, MasterKeyError, MasterKeys, NEW_MASTER_KEY_FILE, SealedKey};
 
 use std::fmt;
 use std::str::FromStr;
@@ -391,6 +391,18 @@ pub enum KeyError {
     /// Other writers kept changing the keyset; try again.
     #[error("the keyset is being changed concurrently; try again")]
     Busy,
+    /// The store's master key is none of this process's (it was changed by
+    /// `keyturn keys rewrap` since this process started): it must not seal
+    /// or change keys, and keeps serving what it has in memory.
+    #[error(
+        "the store's master key was changed (keyturn keys rewrap) and this process does not \
+         hold the new one; restart it with the new master key (KEYTURN_MASTER_KEY or \
+         KEYTURN_KEYS_DIR)"
+    )]
+    MasterKeyChanged,
+    /// `keys rewrap` given the key the store is already sealed with.
+    #[error("the new master key is already this store's master key; nothing done")]
+    RewrapSameKey,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),

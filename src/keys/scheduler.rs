@@ -23,6 +23,9 @@ pub struct KeyScheduler {
     clock: SharedClock,
     /// The postponement last logged, so a waiting rotation is logged once.
     announced_postponement: Arc<Mutex<Option<i64>>>,
+    /// The store version whose reload last failed, so a failure that lasts
+    /// (a master key this process lacks) is one log line, not one a second.
+    failed_reload: Arc<Mutex<Option<i64>>>,
 }
 
 impl KeyScheduler {
@@ -39,6 +42,7 @@ impl KeyScheduler {
             metrics,
             clock,
             announced_postponement: Arc::default(),
+            failed_reload: Arc::default(),
         }
     }
 
@@ -97,9 +101,25 @@ impl KeyScheduler {
         if store_version == self.keyring.get().version {
             return;
         }
-        match self.reload().await {
-            Ok(version) => tracing::info!(version, "keyset changed; keyring reloaded"),
-            Err(err) => tracing::error!(error = %err, "keyring reload failed"),
+        let result = self.reload().await;
+        let mut failed = self
+            .failed_reload
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match result {
+            Ok(version) => {
+                *failed = None;
+                tracing::info!(version, "keyset changed; keyring reloaded");
+            }
+            Err(err) => {
+                if *failed != Some(store_version) {
+                    tracing::error!(
+                        error = %err,
+                        "keyring reload failed; serving the keys already in memory"
+                    );
+                }
+                *failed = Some(store_version);
+            }
         }
     }
 

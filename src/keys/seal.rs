@@ -22,6 +22,10 @@ const FORMAT_V1: u8 = 1;
 const CHECK_LABEL: &[u8] = b"keyturn master key check v1";
 /// File name of the generated master key inside `KEYTURN_KEYS_DIR`.
 pub const MASTER_KEY_FILE: &str = "master.key";
+/// File name of the next master key inside `KEYTURN_KEYS_DIR` during a
+/// master-key change (`keyturn keys new-master-key` writes it, `keyturn keys
+/// rewrap` moves the store to it); loaded beside `master.key` when present.
+pub const NEW_MASTER_KEY_FILE: &str = "master.key.new";
 
 /// Problems obtaining the master key; each names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -106,32 +110,48 @@ impl MasterKey {
     /// Reads `dir/master.key`; `None` if it does not exist (nothing is
     /// created).
     pub fn load(dir: &Path) -> Result<Option<Self>, MasterKeyError> {
-        let path = dir.join(MASTER_KEY_FILE);
-        match std::fs::read_to_string(&path) {
+        Self::read_file(&dir.join(MASTER_KEY_FILE))
+    }
+
+    /// Reads a key file (base64, as [`MasterKey::create_file`] writes it);
+    /// `None` if it does not exist. Warns if others may read it.
+    pub fn read_file(path: &Path) -> Result<Option<Self>, MasterKeyError> {
+        match std::fs::read_to_string(path) {
             Ok(text) => {
-                warn_if_readable_by_others(&path);
+                warn_if_readable_by_others(path);
                 Self::from_base64(&SecretString::from(text), &path.display().to_string()).map(Some)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(MasterKeyError::Io { path, error }),
+            Err(error) => Err(MasterKeyError::Io {
+                path: path.to_owned(),
+                error,
+            }),
         }
     }
 
     /// Creates `dir/master.key` (mode 0600, 32 random bytes); fails if it
     /// exists.
     pub fn create(dir: &Path) -> Result<Self, MasterKeyError> {
-        let path = dir.join(MASTER_KEY_FILE);
+        Self::create_file(&dir.join(MASTER_KEY_FILE))
+    }
+
+    /// Creates `path` holding a new random key (base64, mode 0600, its
+    /// directory made if needed); fails if the file exists, so no key is
+    /// ever overwritten.
+    pub fn create_file(path: &Path) -> Result<Self, MasterKeyError> {
         let io = |error| MasterKeyError::Io {
-            path: path.clone(),
+            path: path.to_owned(),
             error,
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
         let mut bytes = Zeroizing::new([0u8; 32]);
         SystemRandom::new()
             .fill(bytes.as_mut())
             .map_err(|_| io(std::io::Error::other("no system randomness")))?;
         let encoded = Zeroizing::new(B64.encode(bytes.as_ref()));
-        let mut file = create_private_file(&path).map_err(io)?;
+        let mut file = create_private_file(path).map_err(io)?;
         file.write_all(encoded.as_bytes()).map_err(io)?;
         file.write_all(b"\n").map_err(io)?;
         file.sync_all().map_err(io)?;
@@ -212,6 +232,90 @@ impl MasterKey {
             .len();
         buffer.truncate(plaintext_len);
         Ok(buffer)
+    }
+}
+
+/// Every master key a process holds: normally one; during a master-key
+/// change (`keyturn keys rewrap`) the store's current key and the other
+/// one, in any order (like ORY Hydra's `secrets.system`, but the order does
+/// not choose the sealing key: the store's check value does, so instances
+/// listing `[old, new]` and `[new, old]` agree). Never empty.
+pub struct MasterKeys(Vec<MasterKey>);
+
+impl std::fmt::Debug for MasterKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MasterKeys([{} redacted])", self.0.len())
+    }
+}
+
+impl From<MasterKey> for MasterKeys {
+    fn from(key: MasterKey) -> Self {
+        Self(vec![key])
+    }
+}
+
+impl MasterKeys {
+    /// `KEYTURN_MASTER_KEY`: one base64 key, or several separated by commas
+    /// (base64 has no comma). A bad entry is named by its position, never
+    /// shown.
+    pub fn from_list(encoded: &SecretString, source_name: &str) -> Result<Self, MasterKeyError> {
+        let entries: Vec<&str> = encoded.expose_secret().split(',').collect();
+        let keys = entries
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                let name = if entries.len() == 1 {
+                    source_name.to_owned()
+                } else {
+                    format!("{source_name} entry {} of {}", i + 1, entries.len())
+                };
+                MasterKey::from_base64(&SecretString::from((*entry).to_owned()), &name)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self(keys))
+    }
+
+    /// The key files of `dir`: `master.key` and, during a change,
+    /// `master.key.new`; `None` if neither exists (nothing is created).
+    pub fn load_dir(dir: &Path) -> Result<Option<Self>, MasterKeyError> {
+        let mut keys = Vec::new();
+        for name in [MASTER_KEY_FILE, NEW_MASTER_KEY_FILE] {
+            keys.extend(MasterKey::read_file(&dir.join(name))?);
+        }
+        Ok((!keys.is_empty()).then_some(Self(keys)))
+    }
+
+    /// Each key, in the order listed.
+    pub fn iter(&self) -> impl Iterator<Item = &MasterKey> {
+        self.0.iter()
+    }
+
+    /// The first key listed: the one a new, empty store is sealed with.
+    pub fn first(&self) -> &MasterKey {
+        // Never empty: every constructor makes at least one key.
+        &self.0[0]
+    }
+
+    /// The key whose check value the store records (see
+    /// [`MasterKey::check_value`]): the only one that may seal.
+    pub fn matching(&self, check: &str) -> Option<&MasterKey> {
+        self.0.iter().find(|key| key.matches_check(check))
+    }
+
+    /// Whether any of these keys is the one `check` names.
+    pub fn holds(&self, check: &str) -> bool {
+        self.matching(check).is_some()
+    }
+
+    /// Opens `sealed` with whichever key sealed it (the AEAD tag tells a
+    /// wrong key at once, so trying each costs one failed decryption).
+    pub fn open(&self, kid: &str, sealed: &SealedKey) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        self.0
+            .iter()
+            .find_map(|key| key.open(kid, sealed).ok())
+            .ok_or_else(|| KeyError::Unseal {
+                kid: kid.to_owned(),
+            })
     }
 }
 
@@ -304,6 +408,68 @@ mod tests {
         let encoded = std::fs::read_to_string(a.path().join(MASTER_KEY_FILE)).unwrap();
         assert!(!check.contains(encoded.trim()), "never the key itself");
         assert!(MasterKey::create(a.path()).is_err(), "never overwritten");
+    }
+
+    #[test]
+    fn a_list_seals_with_the_key_the_store_checks_whatever_the_order() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let key_a = MasterKey::create(a.path()).unwrap();
+        MasterKey::create(b.path()).unwrap();
+        let text = |d: &tempfile::TempDir| std::fs::read_to_string(d.path().join(MASTER_KEY_FILE));
+        let (text_a, text_b) = (text(&a).unwrap(), text(&b).unwrap());
+        let ab = MasterKeys::from_list(
+            &SecretString::from(format!("{}, {}", text_a.trim(), text_b.trim())),
+            "KEYTURN_MASTER_KEY",
+        )
+        .unwrap();
+        let ba = MasterKeys::from_list(
+            &SecretString::from(format!("{},{}", text_b.trim(), text_a.trim())),
+            "KEYTURN_MASTER_KEY",
+        )
+        .unwrap();
+        let check = key_a.check_value();
+        for list in [&ab, &ba] {
+            assert!(list.holds(&check));
+            let sealer = list.matching(&check).unwrap();
+            let sealed = sealer.seal("kid", b"secret").unwrap();
+            assert_eq!(key_a.open("kid", &sealed).unwrap().as_slice(), b"secret");
+            assert_eq!(list.open("kid", &sealed).unwrap().as_slice(), b"secret");
+        }
+        assert_eq!(format!("{ab:?}"), "MasterKeys([2 redacted])");
+        let only_b = MasterKeys::from_list(&SecretString::from(text_b.clone()), "X").unwrap();
+        assert!(!only_b.holds(&check));
+        let sealed = key_a.seal("kid", b"secret").unwrap();
+        assert!(only_b.open("kid", &sealed).is_err());
+
+        // The keys dir: master.key and, during a change, master.key.new.
+        std::fs::write(a.path().join(NEW_MASTER_KEY_FILE), &text_b).unwrap();
+        let dir = MasterKeys::load_dir(a.path()).unwrap().unwrap();
+        assert_eq!(dir.iter().count(), 2);
+        assert!(dir.holds(&check) && dir.first().matches_check(&check));
+        let empty = tempfile::tempdir().unwrap();
+        assert!(MasterKeys::load_dir(empty.path()).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_bad_list_entry_is_named_by_position_never_shown() {
+        let good = B64.encode([7u8; 32]);
+        for (list, named) in [
+            (
+                format!("{good},c2hvcnQ="),
+                "KEYTURN_MASTER_KEY entry 2 of 2",
+            ),
+            (format!("{good},"), "KEYTURN_MASTER_KEY entry 2 of 2"),
+            (
+                format!("not base64!,{good}"),
+                "KEYTURN_MASTER_KEY entry 1 of 2",
+            ),
+        ] {
+            let err = MasterKeys::from_list(&SecretString::from(list), "KEYTURN_MASTER_KEY")
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(named), "{err}");
+            assert!(!err.contains(&good) && !err.contains("c2hvcnQ"), "{err}");
+        }
     }
 
     #[test]

@@ -240,6 +240,60 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+
+    /// A master-key change in one transaction: replaces the sealed private
+    /// half of each key in `resealed` and the check value `old_check` by
+    /// `new_check`, with `audit`, only if the keyset is still at
+    /// `expected_version` and the check value still `old_check`
+    /// (otherwise [`StoreError::Conflict`] and nothing changes). Bumps the
+    /// keyset version, so running servers reload their keyring.
+    pub async fn rewrap_keys(
+        &self,
+        expected_version: i64,
+        old_check: &str,
+        new_check: &str,
+        resealed: &[(String, SealedKey)],
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let bumped = sqlx::query(
+            "UPDATE versions SET version = version + 1 WHERE name = 'keys' AND version = $1",
+        )
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if bumped != 1 {
+            return Err(StoreError::Conflict);
+        }
+        let checked = sqlx::query(
+            "UPDATE master_key_check SET check_value = $1 WHERE id = 1 AND check_value = $2",
+        )
+        .bind(new_check)
+        .bind(old_check)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if checked != 1 {
+            return Err(StoreError::Conflict);
+        }
+        for (kid, sealed) in resealed {
+            let updated = sqlx::query(
+                "UPDATE keys SET sealed_private = $1 WHERE kid = $2 AND sealed_private IS NOT NULL",
+            )
+            .bind(sealed.as_bytes().to_vec())
+            .bind(kid)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated != 1 {
+                return Err(StoreError::Conflict);
+            }
+        }
+        super::audit::insert_audits_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 async fn insert_key(conn: &mut sqlx::AnyConnection, key: &KeyRow) -> Result<(), StoreError> {
@@ -366,6 +420,62 @@ mod tests {
             }
         );
         assert_eq!(sealed_column(&store, "b").await, None);
+    }
+
+    #[tokio::test]
+    async fn a_rewrap_applies_only_to_the_keyset_and_check_value_it_read() {
+        let (_dir, store) = store().await;
+        let sealed = |b: u8| SealedKey::from_stored(vec![b]);
+        let current = row(
+            "c",
+            KeyLifecycle::Current {
+                sealed: sealed(1),
+                activated_at: 20,
+            },
+        );
+        let revoked = row(
+            "r",
+            KeyLifecycle::Revoked {
+                activated_at: None,
+                retired_at: None,
+                revoked_at: 30,
+            },
+        );
+        apply(
+            &store,
+            &[KeyChange::Insert(current), KeyChange::Insert(revoked)],
+        )
+        .await;
+        store.record_master_check("old", 1).await.unwrap();
+        let version = store.versions().await.unwrap().keys;
+        let resealed = [("c".to_owned(), sealed(2))];
+        let unchanged = |store: Store| async move {
+            assert_eq!(store.master_check().await.unwrap().as_deref(), Some("old"));
+            assert_eq!(sealed_column(&store, "c").await, Some(vec![1]));
+            assert_eq!(store.versions().await.unwrap().keys, version);
+        };
+        // Another writer moved the keyset, or the check value is not the one
+        // read: nothing changes.
+        let stale = store.rewrap_keys(version - 1, "old", "new", &resealed, &[]);
+        assert!(matches!(stale.await, Err(StoreError::Conflict)));
+        unchanged(store.clone()).await;
+        let wrong_check = store.rewrap_keys(version, "other", "new", &resealed, &[]);
+        assert!(matches!(wrong_check.await, Err(StoreError::Conflict)));
+        unchanged(store.clone()).await;
+        // A destroyed private half is never given one back.
+        let revived = [("r".to_owned(), sealed(3))];
+        let revive = store.rewrap_keys(version, "old", "new", &revived, &[]);
+        assert!(matches!(revive.await, Err(StoreError::Conflict)));
+        unchanged(store.clone()).await;
+        assert_eq!(sealed_column(&store, "r").await, None);
+
+        store
+            .rewrap_keys(version, "old", "new", &resealed, &[])
+            .await
+            .unwrap();
+        assert_eq!(store.master_check().await.unwrap().as_deref(), Some("new"));
+        assert_eq!(sealed_column(&store, "c").await, Some(vec![2]));
+        assert_eq!(store.versions().await.unwrap().keys, version + 1);
     }
 
     /// Whether a decoding error is the one expected.

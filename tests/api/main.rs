@@ -27,6 +27,7 @@ mod postgres;
 mod propagation;
 mod readme;
 mod revocation;
+mod rewrap;
 mod rotation;
 mod sessions;
 mod stores;
