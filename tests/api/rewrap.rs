@@ -141,9 +141,9 @@ fn kid_of(token: &str) -> String {
 }
 
 /// The SQLite file never holds a private key, nor either master key.
-fn assert_nothing_in_clear(app: &TestApp, pkcs8: &[u8], master_keys: &[&str]) {
+async fn assert_nothing_in_clear(app: &TestApp, pkcs8: &[u8], master_keys: &[&str]) {
     use base64::Engine as _;
-    let bytes = app.database_bytes();
+    let bytes = app.database_bytes().await;
     let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
     // The PKCS#8 key body (past its fixed header) and its PEM base64.
     assert!(!contains(&pkcs8[pkcs8.len() - 32..]), "private key bytes");
@@ -247,7 +247,7 @@ async fn rewrap_on_sqlite_with_servers_running() {
     profile_ok(&both, &rotated).await;
     profile_ok(&app, &rotated).await;
 
-    assert_nothing_in_clear(&app, &pkcs8, &[&old_text, &new_text]);
+    assert_nothing_in_clear(&app, &pkcs8, &[&old_text, &new_text]).await;
 
     // The old key is dropped: only the new one, and a restart works.
     app.stop().await;
