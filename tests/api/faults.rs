@@ -4,7 +4,7 @@
 //! PostgreSQL database; every test prints its counts as one line.
 //!
 //! These are the CI-sized versions of `benches/faults.py`, which an operator
-//! runs with the full counts (50 rotation kills instead of 10, a 30 s outage
+//! runs with the full counts (50 rotation kills instead of 12, a 30 s outage
 //! instead of 6 s: the behaviour under test is the same, only longer).
 
 use std::path::Path;
@@ -23,7 +23,7 @@ use crate::helpers::{
 };
 
 /// Rotation kills in the test (the script does 50).
-const ROTATION_KILLS: usize = 10;
+const ROTATION_KILLS: usize = 12;
 /// The PostgreSQL outage in the test (the script does 30 s).
 const OUTAGE: Duration = Duration::from_secs(6);
 /// The longest any answer may take, store down or not: past it, a request
@@ -598,6 +598,40 @@ fn kid_of(token: &str) -> String {
     segment(token, 0)["kid"].as_str().unwrap().to_owned()
 }
 
+/// Who is rotating when the kill comes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Cli,
+    Admin,
+    Scheduled,
+}
+
+impl Kind {
+    const ALL: [Kind; 3] = [Kind::Cli, Kind::Admin, Kind::Scheduled];
+}
+
+/// Seconds a key is published before a scheduled rotation may promote it,
+/// on the server with `FAST_SCHEDULE`.
+const FAST_PREPUBLISH: i64 = 2;
+const FAST_SCHEDULE: [(&str, &str); 3] = [
+    ("KEYTURN_ROTATION_SCHEDULE", "* * * * * *"),
+    ("KEYTURN_KEY_PREPUBLISH", "2s"),
+    ("KEYTURN_JWKS_MAX_AGE", "1s"),
+];
+
+/// Starts `command` and sends it SIGKILL `delay_ms` later.
+async fn kill_after(mut command: Command, delay_ms: u64) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("keyturn runs");
+    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    let _ = child.kill();
+    child.wait().expect("reaped");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_the_middle_of_rotations_leaves_a_consistent_keyset() {
     if !postgres_available().await {
@@ -610,12 +644,12 @@ async fn kill_9_in_the_middle_of_rotations_leaves_a_consistent_keyset() {
     let client = reqwest::Client::builder().timeout(BOUND).build().unwrap();
     let admin = login_token(&client, survivor.base()).await;
     let jwks_url = format!("{}/.well-known/jwks.json", survivor.base());
-    let (mut committed, mut tokens, mut failures) = (0, 0, Vec::new());
+    let (mut committed, mut tokens, mut failures) = ([0; 3], 0, Vec::new());
     // How long one rotation takes here (process start, RSA key generation,
     // the transaction): the kills land anywhere in 0..1.5 times that.
     let started = Instant::now();
     keyturn(dir.path(), &env, &["keys", "rotate", "--force"], None);
-    let window = started.elapsed().as_millis() as u64 * 3 / 2;
+    let window = started.elapsed().as_millis() as u64 * 3 / 2 + 1;
 
     for round in 0..ROTATION_KILLS {
         // The verifier follows the JWKS between rounds, as one does on
@@ -637,36 +671,60 @@ async fn kill_9_in_the_middle_of_rotations_leaves_a_consistent_keyset() {
         let (current, next) = (kids_in(&before, "current"), kids_in(&before, "next"));
 
         // Kill whoever is rotating, at a random point of the rotation (key
-        // generation, the transaction, the answer): the CLI on even rounds,
-        // a server answering POST /admin/keys/rotate on odd ones.
-        let delay = Duration::from_millis(rand::thread_rng().gen_range(0..window));
-        let restarted = if round % 2 == 0 {
-            let mut cli = keyturn_command(dir.path(), &env, &["keys", "rotate", "--force"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            tokio::time::sleep(delay).await;
-            let _ = cli.kill();
-            cli.wait().unwrap();
-            None
-        } else {
-            let mut victim = Instance::start(dir.path(), &env, &format!("victim{round}.log"));
-            let rotate = client
-                .post(format!("{}/admin/keys/rotate?force=true", victim.base()))
-                .bearer_auth(&admin)
-                .send();
-            let rotating = tokio::spawn(rotate);
-            tokio::time::sleep(delay).await;
-            victim.kill();
-            if let Ok(answer) = rotating.await.unwrap() {
-                assert_eq!(answer.status(), 200, "round {round}");
+        // generation, the transaction, the answer), by turns: the CLI, a
+        // server answering POST /admin/keys/rotate, a server doing its
+        // start-up rotation on a schedule due every second.
+        let kind = Kind::ALL[round % 3];
+        let mut delay = rand::thread_rng().gen_range(0..window);
+        let restarted = match kind {
+            Kind::Cli => {
+                let args = ["keys", "rotate", "--force"];
+                kill_after(keyturn_command(dir.path(), &env, &args), delay).await;
+                None
             }
-            Some(Instance::start(
-                dir.path(),
-                &env,
-                &format!("restarted{round}.log"),
-            ))
+            Kind::Admin => {
+                let mut victim = Instance::start(dir.path(), &env, &format!("victim{round}.log"));
+                let rotate = client
+                    .post(format!("{}/admin/keys/rotate?force=true", victim.base()))
+                    .bearer_auth(&admin)
+                    .send();
+                let rotating = tokio::spawn(rotate);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                victim.kill();
+                if let Ok(answer) = rotating.await.unwrap() {
+                    assert_eq!(answer.status(), 200, "round {round}");
+                }
+                Some(Instance::start(
+                    dir.path(),
+                    &env,
+                    &format!("restarted{round}.log"),
+                ))
+            }
+            Kind::Scheduled => {
+                // Due at once: `next` has been published for the prepublish
+                // time. Killed before that time passes again, the server
+                // cannot promote the key it generates itself, which the
+                // verifier has not seen.
+                let published = before
+                    .iter()
+                    .find(|k| k["state"] == "next")
+                    .and_then(|k| k["published_at"].as_str())
+                    .map(|t| chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp())
+                    .unwrap();
+                let ready = published + FAST_PREPUBLISH + 1;
+                while chrono::Utc::now().timestamp() < ready {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                delay = delay.min(FAST_PREPUBLISH as u64 * 1000 - 200);
+                let mut fast = env.clone();
+                fast.extend(FAST_SCHEDULE.map(|(k, v)| (k.to_owned(), v.to_owned())));
+                kill_after(keyturn_command(dir.path(), &fast, &["serve"]), delay).await;
+                Some(Instance::start(
+                    dir.path(),
+                    &env,
+                    &format!("restarted{round}.log"),
+                ))
+            }
         };
 
         let after = keyset(dir.path(), &env);
@@ -677,7 +735,20 @@ async fn kill_9_in_the_middle_of_rotations_leaves_a_consistent_keyset() {
         );
         let now_current = kids_in(&after, "current");
         if now_current == next {
-            committed += 1;
+            committed[round % 3] += 1;
+            if kind == Kind::Scheduled {
+                let key = after.iter().find(|k| k["kid"] == now_current[0]).unwrap();
+                let time = |name: &str| {
+                    chrono::DateTime::parse_from_rfc3339(key[name].as_str().unwrap())
+                        .unwrap()
+                        .timestamp()
+                };
+                assert!(
+                    time("activated_at") - time("published_at") >= FAST_PREPUBLISH,
+                    "round {round}: a scheduled rotation promoted a key published for less than \
+                     {FAST_PREPUBLISH} s: {key}"
+                );
+            }
         } else {
             assert_eq!(
                 now_current, current,
@@ -721,8 +792,8 @@ async fn kill_9_in_the_middle_of_rotations_leaves_a_consistent_keyset() {
     }
     drop(survivor);
     eprintln!(
-        "faults: {ROTATION_KILLS} rotations killed with SIGKILL at 0..{window} ms ({committed} \
-         had committed): 0 inconsistent keysets, {tokens} tokens checked by a cache-only \
+        "faults: {ROTATION_KILLS} rotations killed with SIGKILL at 0..{window} ms ({committed:?} \
+         had committed, by the CLI, POST /admin/keys/rotate, the schedule): 0 inconsistent keysets, {tokens} tokens checked by a cache-only \
          verifier, {} failures",
         failures.len()
     );
@@ -739,6 +810,8 @@ struct Outage {
     max_memory_ms: AtomicU64,
     lost_answers: AtomicU64,
     problems: std::sync::Mutex<Vec<String>>,
+    /// When the proxy cut the database off.
+    cut: std::sync::OnceLock<Instant>,
     /// Set once the store is back and `/ready` says so: from then on only
     /// 200s, counted here by kind.
     recovered: AtomicBool,
@@ -812,15 +885,15 @@ async fn outage_worker(
 ) {
     let client = format!("c-{user}");
     let mut chain: Option<String> = None;
-    // The token answered 503 last time, if any: its rotation may have
-    // committed with the answer lost.
-    let mut after_unavailable = false;
+    // When the request that first got 503 for the current token was sent,
+    // if it did: its rotation may have committed with the answer lost.
+    let mut unavailable_since: Option<Instant> = None;
     let mut round = 0;
     while !stop.load(Ordering::Relaxed) {
         round += 1;
         let mut unavailable = false;
         // A new session now and then: logins are part of the load too.
-        if round % 4 == 0 && !after_unavailable {
+        if round % 4 == 0 && unavailable_since.is_none() {
             chain = None;
         }
         let token = match chain.take() {
@@ -841,21 +914,38 @@ async fn outage_worker(
         let request = app.client.post(app.url("/oauth/token")).form(&form);
         // After a 503 the same token again: if the lost answer's rotation had
         // committed, reuse detection refuses it (400), which is no lost write.
-        let tolerated: &[u16] = if after_unavailable { &[400] } else { &[] };
+        let tolerated: &[u16] = if unavailable_since.is_some() {
+            &[400]
+        } else {
+            &[]
+        };
+        let sent = Instant::now();
         let answer = counts.store("refresh", request, tolerated).await;
         match answer.status {
             200 => {
                 chain = Some(field(&answer, "refresh_token"));
-                after_unavailable = false;
+                unavailable_since = None;
             }
             503 => {
                 chain = Some(token);
-                after_unavailable = true;
+                unavailable_since.get_or_insert(sent);
                 unavailable = true;
             }
-            400 if after_unavailable => {
-                counts.lost_answers.fetch_add(1, Ordering::Relaxed);
-                after_unavailable = false;
+            400 => {
+                // Only a request sent before the cut can have committed (the
+                // 50 ms: the proxy's connections close just after the switch).
+                let cut = counts.cut.get().copied();
+                match (unavailable_since.take(), cut) {
+                    (Some(sent), Some(cut)) if sent < cut + Duration::from_millis(50) => {
+                        counts.lost_answers.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (Some(sent), _) => counts.problem(format!(
+                        "refresh refused after a 503 to a request sent {:?} after the cut: a \
+                         lost write",
+                        cut.map(|c| sent.saturating_duration_since(c))
+                    )),
+                    (None, _) => {}
+                }
             }
             _ => {}
         }
@@ -976,6 +1066,7 @@ async fn postgres_down_under_load_answers_503_in_bounded_time_and_recovers() {
 
     proxy.switch_off();
     let cut = Instant::now();
+    counts.cut.set(cut).unwrap();
     let ready_503 = ready_becomes(&app, 503, Duration::from_secs(2)).await;
     let unavailable_before = counts.unavailable.load(Ordering::Relaxed);
     tokio::time::sleep(OUTAGE.saturating_sub(cut.elapsed())).await;
