@@ -703,13 +703,14 @@ def scenario_rotation(binary: str, admin_url: str, rounds: int) -> Result:
         survivor = store.serve()
         admin = login_token(survivor.base)
         # How long one rotation takes here (process start, RSA key
-        # generation, the transaction): kills land anywhere in 0..1.5x that.
+        # generation, the transaction): kills land anywhere in 0..1.5x the
+        # longest of five (RSA key generation time varies a lot).
         took = []
-        for _ in range(3):
+        for _ in range(5):
             started = time.monotonic()
             store.cli("keys", "rotate", "--force")
             took.append(time.monotonic() - started)
-        window = sorted(took)[1] * 1.5
+        window = max(took) * 1.5
         # The verifier refuses what it must (so its zero failures mean
         # something): another token's signature, and a key it has not seen.
         checker = CacheOnlyVerifier(synced_jwks(store, survivor, result, "check"))
