@@ -810,11 +810,15 @@ def _ignore(fn, *args, **kw) -> None:
 
 
 class Proxy:
-    """TCP proxy to PostgreSQL on its own asyncio loop; switch off cuts every
-    forwarded connection and refuses new ones."""
+    """TCP proxy to PostgreSQL on its own asyncio loop. ``switch_off`` cuts
+    every forwarded connection and refuses new ones (a stopped database);
+    with ``stall`` it instead stops forwarding and leaves every connection
+    open, new ones accepted and never answered (a network that drops
+    packets silently)."""
 
-    def __init__(self, target: tuple[str, int]):
+    def __init__(self, target: tuple[str, int], stall: bool = False):
         self.target = target
+        self.stall = stall
         self.up = True
         self.writers: set = set()
         self.loop = asyncio.new_event_loop()
@@ -830,6 +834,8 @@ class Proxy:
         self.loop.run_forever()
 
     async def _client(self, reader, writer) -> None:
+        while not self.up and self.stall:
+            await asyncio.sleep(0.05)
         if not self.up:
             writer.transport.abort()
             return
@@ -844,6 +850,8 @@ class Proxy:
         async def pipe(src, dst):
             try:
                 while data := await src.read(65536):
+                    while not self.up and self.stall:
+                        await asyncio.sleep(0.05)
                     dst.write(data)
                     await dst.drain()
             except (OSError, asyncio.CancelledError):
@@ -857,6 +865,8 @@ class Proxy:
     def switch_off(self) -> None:
         def cut():
             self.up = False
+            if self.stall:
+                return
             for a, b in list(self.writers):
                 a.transport.abort()
                 b.transport.abort()
@@ -866,10 +876,11 @@ class Proxy:
         self.loop.call_soon_threadsafe(setattr, self, "up", True)
 
 
-def scenario_outage(binary: str, admin_url: str, outage: float, workers: int) -> Result:
-    result = Result(f"PostgreSQL down {outage:.0f}s")
+def scenario_outage(binary: str, admin_url: str, outage: float, workers: int,
+                    stall: bool = False) -> Result:
+    result = Result(f"PostgreSQL {'stalled' if stall else 'down'} {outage:.0f}s")
     u = urllib.parse.urlparse(admin_url)
-    proxy = Proxy((u.hostname or HOST, u.port or 5432))
+    proxy = Proxy((u.hostname or HOST, u.port or 5432), stall)
     store = Store(binary, admin_url, via_port=proxy.port)
     counts = Counts()
     stop = threading.Event()
@@ -1051,6 +1062,8 @@ def main() -> int:
     parser.add_argument("--load-seconds", type=float, default=15, help="kill scenario load (15)")
     parser.add_argument("--workers", type=int, default=6, help="load threads per scenario (6)")
     parser.add_argument("--only", choices=["kill", "rotation", "outage"], action="append")
+    parser.add_argument("--stall", action="store_true",
+                        help="outage: stall the connections (silent packet loss) instead of cutting them")
     args = parser.parse_args()
     binary = os.path.abspath(args.binary)
     if not os.access(binary, os.X_OK):
@@ -1069,7 +1082,9 @@ def main() -> int:
         elif name == "rotation":
             results.append(scenario_rotation(binary, args.admin_url, args.rotations))
         else:
-            results.append(scenario_outage(binary, args.admin_url, args.outage, args.workers))
+            results.append(
+                scenario_outage(binary, args.admin_url, args.outage, args.workers, args.stall)
+            )
 
     header = ("scenario", "requests", "retries", "5xx", "lost writes", "verifier failures",
               "max latency", "checks")
