@@ -12,6 +12,7 @@ mod cookies;
 mod cors;
 mod crosscheck;
 mod discovery;
+mod faults;
 mod flask;
 mod health;
 mod helpers;
