@@ -669,6 +669,33 @@ pub async fn render_poem_error(err: poem::Error) -> Response {
     response
 }
 
+/// The answer to a request whose handler ran past [`HANDLER_DEADLINE`]
+/// (in practice a store that stopped answering without closing the
+/// connection): 503 `temporarily_unavailable` with `Retry-After`, so the
+/// client is told to retry instead of seeing its connection dropped.
+pub fn handler_timed_out() -> Response {
+    tracing::warn!("request ran past the handler deadline; answered 503");
+    let mut response = body(
+        "temporarily_unavailable",
+        "the server could not complete the request in time; retry shortly",
+    )
+    .into_response();
+    response.set_status(StatusCode::SERVICE_UNAVAILABLE);
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_static(RETRY_AFTER_UNAVAILABLE),
+    );
+    response
+}
+
+/// How long a handler may run (after the body was read) before the request
+/// is answered 503: past the store's 2 s connection wait and 5 s statement
+/// timeout, so those answer first, and short of the connection's 10 s
+/// deadline (`connection::REQUEST_DEADLINE`), which closes without an
+/// answer. A statement sent to a database that went silent (no reset, no
+/// answer) is bounded only by this.
+pub const HANDLER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// poem-openapi's type errors on a body echo the value sent (a password in
 /// the wrong field, say) and name our Rust request types ("occurred while
 /// parsing \"LoginRequest\""). Keep only the expected JSON type.

@@ -186,6 +186,7 @@ pub fn routes(
                     .body(document.clone())
             }),
         )
+        .around(handler_deadline)
         .around(limit_body)
         .around(headers::limit_headers)
         .data(cookies)
@@ -201,6 +202,15 @@ pub fn routes(
                 Ok(response)
             }
         })
+}
+
+/// Answers 503 when the handler runs past [`error::HANDLER_DEADLINE`]
+/// (dropping it: an open transaction rolls back with its connection).
+async fn handler_deadline<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
+    match tokio::time::timeout(error::HANDLER_DEADLINE, next.call(req)).await {
+        Ok(result) => Ok(result?.into_response()),
+        Err(_) => Ok(error::handler_timed_out()),
+    }
 }
 
 /// Refuses bodies over [`BODY_LIMIT`] with 413, whether or not the client
