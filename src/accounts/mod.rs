@@ -14,8 +14,8 @@ pub use clients::{
 };
 pub use password::{HashError, HashLoadSnapshot, PasswordHasher};
 pub use throttle::{
-    Attempt, ClientAuthError, ClientAuthThrottle, LoginThrottle, MAX_ENTRIES, Throttle,
-    ThrottlePolicy, Throttled,
+    AdmitError, Attempt, ClientAuthError, ClientAuthThrottle, LoginAttempt, LoginThrottle,
+    MAX_ENTRIES, Throttle, ThrottlePolicy, Throttled,
 };
 
 use std::collections::HashMap;

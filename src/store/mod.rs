@@ -11,12 +11,14 @@ mod audit;
 mod clients;
 mod keys;
 mod master;
+mod throttle;
 mod tokens;
 mod users;
 
 pub use audit::{AuditFilter, AuditRecord, AuditRow};
 pub use clients::{ClientRow, ClientStatusRow};
 pub use keys::{KeyChange, KeyRow, KeyRowError};
+pub use throttle::LoginReservation;
 pub use tokens::{RefreshTokenRow, RefreshTokenState, RevocationTimes, RevokedJti};
 pub use users::{UserAuthRow, UserChange, UserRow};
 
