@@ -595,11 +595,22 @@ async fn a_success_on_one_instance_clears_the_name_on_both(a: &TestApp, b: &Test
     assert_eq!(a.login("carol", PASSWORD).await.status(), 429);
 }
 
-#[tokio::test]
-async fn two_instances_on_one_sqlite_file_share_one_budget_per_name() {
+/// Two instances on one SQLite file.
+async fn sqlite_pair() -> (TestApp, TestApp) {
     let a = spawn_app().await;
     let b = a.restart_with(&[]).await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn two_instances_on_one_sqlite_file_share_one_budget_per_name() {
+    let (a, b) = sqlite_pair().await;
     one_name_budget_across_two_instances(&a, &b).await;
+}
+
+#[tokio::test]
+async fn two_instances_on_one_sqlite_file_a_success_clears_the_name_on_both() {
+    let (a, b) = sqlite_pair().await;
     a_success_on_one_instance_clears_the_name_on_both(&a, &b).await;
 }
 
@@ -610,6 +621,14 @@ async fn two_instances_on_one_postgres_database_share_one_budget_per_name() {
     }
     let (a, b) = spawn_pg_pair(&[]).await;
     one_name_budget_across_two_instances(&a, &b).await;
+}
+
+#[tokio::test]
+async fn two_instances_on_one_postgres_database_a_success_clears_the_name_on_both() {
+    if !crate::helpers::postgres_available().await {
+        return;
+    }
+    let (a, b) = spawn_pg_pair(&[]).await;
     a_success_on_one_instance_clears_the_name_on_both(&a, &b).await;
 }
 
