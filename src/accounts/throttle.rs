@@ -416,12 +416,17 @@ pub struct LoginAttempt<'a> {
 }
 
 impl LoginAttempt<'_> {
-    /// Wrong credentials: the attempt stays counted (in the store, the
-    /// reservation already is the failure: nothing more is written).
-    pub fn failed(mut self) {
-        self.reserved = None;
+    /// Wrong credentials: the attempt stays counted, as a failure. A store
+    /// that fails here (or a request dropped meanwhile) leaves it pending
+    /// until its window ends: counted all the same.
+    pub async fn failed(mut self) {
         if let Some(local) = self.local.take() {
             local.failed();
+        }
+        if let Some((store, key, window_start)) = self.reserved.take()
+            && let Err(err) = store.fail_login_attempt(&key, window_start).await
+        {
+            tracing::warn!(error = %err, "counting a login failure failed; it stays pending");
         }
     }
 
@@ -432,8 +437,8 @@ impl LoginAttempt<'_> {
         if let Some(local) = self.local.take() {
             local.succeeded();
         }
-        if let Some((store, key, _)) = self.reserved.take()
-            && let Err(err) = store.clear_login_attempts(&key).await
+        if let Some((store, key, window_start)) = self.reserved.take()
+            && let Err(err) = store.clear_login_attempts(&key, window_start).await
         {
             tracing::warn!(error = %err, "clearing a name's login failures failed");
         }
@@ -529,12 +534,16 @@ impl LoginThrottle {
                 local: Some(local),
                 reserved: Some((shared.store.clone(), key, window_start)),
             }),
-            LoginReservation::Refused { retry_after } => {
-                // Dropping `local` releases the address's slot.
+            // Dropping `local` releases the address's slot.
+            LoginReservation::Locked { retry_after } => {
+                // Locked by failures: nothing can clear it before the
+                // window ends (every attempt is refused, the right password
+                // too, and none is in flight), so it is safe to remember.
                 self.local
                     .lock_principal(self.local.principal_key(name), retry_after);
                 Err(AdmitError::Throttled(Throttled { retry_after }))
             }
+            LoginReservation::Busy => Err(AdmitError::Throttled(Throttled { retry_after: 1 })),
         }
     }
 
@@ -783,59 +792,57 @@ mod tests {
     async fn instances_on_one_store_share_a_names_budget() {
         let clock = ManualClock::default();
         let (_dir, store, a, b) = shared_pair(&clock).await;
-        a.admit("alice", None).await.unwrap().failed();
+        a.admit("alice", None).await.unwrap().failed().await;
         clock.advance(10);
-        b.admit("Alice", None).await.unwrap().failed();
+        b.admit("Alice", None).await.unwrap().failed().await;
         let in_flight = a.admit("ALICE", None).await.unwrap();
-        // Window from the first attempt (0): 50 s left at 10.
-        assert_eq!(retry_after(b.admit("alice", None).await), 50);
+        assert_eq!(
+            retry_after(b.admit("alice", None).await),
+            1,
+            "only an attempt in flight fills the window"
+        );
+        assert_eq!(b.entries().0, 0, "and that is not remembered");
         assert!(b.admit("bob", None).await.is_ok(), "other names are free");
-        assert_eq!(b.entries().0, 1, "b remembers the refusal");
-        assert_eq!(retry_after(b.admit("alice", None).await), 50);
 
-        // No verdict: released in the background, so a third instance
-        // (nothing remembered) gets the attempt back.
+        // No verdict: released in the background, for every instance.
         drop(in_flight);
         let mut freed = false;
         for _ in 0..200 {
-            let c = LoginThrottle::with_store(store.clone(), SHARED, Arc::new(clock.clone()));
-            if let Ok(attempt) = c.admit("alice", None).await {
-                attempt.failed();
+            if let Ok(attempt) = b.admit("alice", None).await {
+                attempt.failed().await;
                 freed = true;
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         assert!(freed, "the reservation was released");
+        // Three failures from the window's start (0): 50 s left at 10.
         assert_eq!(retry_after(a.admit("alice", None).await), 50);
-        assert_eq!(retry_after(b.admit("alice", None).await), 50);
+        assert_eq!(a.entries().0, 1, "a lock by failures is remembered");
+        assert_eq!(retry_after(a.admit("alice", None).await), 50);
 
         // The window ends for everyone at 60.
         clock.advance(50);
         for _ in 0..3 {
-            b.admit("alice", None).await.unwrap().failed();
+            b.admit("alice", None).await.unwrap().failed().await;
         }
         assert_eq!(retry_after(a.admit("alice", None).await), 60);
-        assert_eq!(
-            store.prune_login_throttle(clock.now() - 60).await.unwrap(),
-            0
-        );
+        let ended_by = clock.now() - SHARED.window;
+        assert_eq!(store.prune_login_throttle(ended_by).await.unwrap(), 0);
         clock.advance(60);
-        assert_eq!(
-            store.prune_login_throttle(clock.now() - 60).await.unwrap(),
-            2
-        );
+        let ended_by = clock.now() - SHARED.window;
+        assert_eq!(store.prune_login_throttle(ended_by).await.unwrap(), 2);
     }
 
     #[tokio::test]
     async fn a_success_clears_the_name_for_every_instance() {
         let clock = ManualClock::default();
         let (_dir, store, a, b) = shared_pair(&clock).await;
-        a.admit("alice", None).await.unwrap().failed();
-        b.admit("alice", None).await.unwrap().failed();
+        a.admit("alice", None).await.unwrap().failed().await;
+        b.admit("alice", None).await.unwrap().failed().await;
         a.admit("alice", None).await.unwrap().succeeded().await;
         for _ in 0..3 {
-            b.admit("alice", None).await.unwrap().failed();
+            b.admit("alice", None).await.unwrap().failed().await;
         }
         assert!(a.admit("alice", None).await.is_err());
         let keys = store.login_throttle_keys().await.unwrap();

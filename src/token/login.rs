@@ -101,7 +101,7 @@ impl Login {
             Ok(user) => user,
             Err(err) => {
                 if matches!(err, AccountError::InvalidCredentials) {
-                    attempt.failed();
+                    attempt.failed().await;
                 }
                 self.metrics.login_failed();
                 // The name as typed (it may be no user's); never the password.
