@@ -355,7 +355,8 @@ impl Application {
             metrics: Arc::clone(&metrics),
             login: Login::new(
                 services.accounts.clone(),
-                Arc::new(LoginThrottle::new(
+                Arc::new(LoginThrottle::with_store(
+                    services.store.clone(),
                     ThrottlePolicy::default(),
                     Arc::clone(&clock),
                 )),
@@ -530,8 +531,8 @@ impl Maintenance {
         }
     }
 
-    /// Drops expired revocations, dead refresh-token families, and audit
-    /// events older than `KEYTURN_AUDIT_RETENTION`.
+    /// Drops expired revocations, dead refresh-token families, ended login
+    /// throttle windows, and audit events older than `KEYTURN_AUDIT_RETENTION`.
     pub async fn prune(&self) {
         match self
             .services
@@ -552,6 +553,12 @@ impl Maintenance {
             Ok(0) => {}
             Ok(n) => tracing::debug!(removed = n, "dead refresh tokens pruned"),
             Err(err) => tracing::warn!(error = %err, "refresh token pruning failed"),
+        }
+        let ended_by = self.services.clock.now() - ThrottlePolicy::default().window;
+        match self.services.store.prune_login_throttle(ended_by).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "ended login throttle windows pruned"),
+            Err(err) => tracing::warn!(error = %err, "login throttle pruning failed"),
         }
     }
 

@@ -16,8 +16,8 @@ pub use clients::{
 pub use password::{HashError, HashLoadSnapshot, PasswordHasher};
 pub use status::{CutoffView, StatusView};
 pub use throttle::{
-    Attempt, ClientAuthError, ClientAuthThrottle, LoginThrottle, MAX_ENTRIES, Throttle,
-    ThrottlePolicy, Throttled,
+    AdmitError, Attempt, ClientAuthError, ClientAuthThrottle, LoginAttempt, LoginThrottle,
+    MAX_ENTRIES, Throttle, ThrottlePolicy, Throttled,
 };
 
 use secrecy::{ExposeSecret as _, SecretString};

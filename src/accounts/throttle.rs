@@ -15,10 +15,15 @@
 //! count per /64, and each map holds at most [`MAX_ENTRIES`], evicting the
 //! least recently touched entry in O(log n) when full.
 //!
-//! Counters are per instance and in memory (a restart forgets them); with
-//! N instances behind a balancer the effective limit is up to N times
-//! higher. Unknown usernames are counted like real ones, so throttling
-//! reveals nothing about which accounts exist.
+//! Counters are per instance and in memory, except the login throttle's
+//! per-name counters when it has a store ([`LoginThrottle::with_store`],
+//! what the server uses): those live in the store, shared by every
+//! instance on it, so N instances do not give one name N times the
+//! guesses. The in-memory maps then stay the first gate: addresses are
+//! counted per instance, and a name the store has refused is refused
+//! locally until its window ends, without asking the store again.
+//! Unknown usernames are counted like real ones, so throttling reveals
+//! nothing about which accounts exist.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher as _, Hasher as _, RandomState};
@@ -26,8 +31,11 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use sha2::{Digest as _, Sha256};
+
 use super::{Client, ClientCredentials, ClientError, Clients};
 use crate::clock::SharedClock;
+use crate::store::{LoginReservation, Store, StoreError};
 
 /// Limits of a throttle.
 #[derive(Debug, Clone, Copy)]
@@ -137,28 +145,38 @@ impl Buckets {
         touched
     }
 
-    fn enter(&mut self, key: u64) {
+    /// The entry of `key`, made the most recently touched; a new empty one
+    /// (evicting the oldest when full) if there is none.
+    fn slot(&mut self, key: u64) -> &mut Entry {
         let touched = self.touch(key);
-        if let Some(entry) = self.entries.get_mut(&key) {
-            self.by_age.remove(&entry.touched);
-            entry.touched = touched;
-            entry.in_flight = entry.in_flight.saturating_add(1);
-            return;
-        }
-        if self.entries.len() >= MAX_ENTRIES
+        if let Some(old) = self.entries.get(&key).map(|e| e.touched) {
+            self.by_age.remove(&old);
+        } else if self.entries.len() >= MAX_ENTRIES
             && let Some((_, oldest)) = self.by_age.pop_first()
         {
             self.entries.remove(&oldest);
         }
-        self.entries.insert(
-            key,
-            Entry {
-                window_start: 0,
-                failures: 0,
-                in_flight: 1,
-                touched,
-            },
-        );
+        let entry = self.entries.entry(key).or_insert(Entry {
+            window_start: 0,
+            failures: 0,
+            in_flight: 0,
+            touched,
+        });
+        entry.touched = touched;
+        entry
+    }
+
+    fn enter(&mut self, key: u64) {
+        let entry = self.slot(key);
+        entry.in_flight = entry.in_flight.saturating_add(1);
+    }
+
+    /// Makes `key` refused until `until`: a full window ending then.
+    fn lock_until(&mut self, key: u64, until: i64, window: i64) {
+        let limit = self.limit;
+        let entry = self.slot(key);
+        entry.window_start = until - window;
+        entry.failures = limit;
     }
 
     fn settle(&mut self, key: u64, how: Settle, now: i64, window: i64) {
@@ -297,6 +315,18 @@ impl Throttle {
         address: Option<IpAddr>,
     ) -> Result<Attempt<'_>, Throttled> {
         let principal = principal.map(|p| self.principal_key(p));
+        self.begin_keys(principal, true, address)
+    }
+
+    /// [`Throttle::begin`] with the principal's key computed; with
+    /// `count_principal` false the principal's bucket can refuse the
+    /// attempt but does not count it (its counter is kept elsewhere).
+    fn begin_keys(
+        &self,
+        principal: Option<u64>,
+        count_principal: bool,
+        address: Option<IpAddr>,
+    ) -> Result<Attempt<'_>, Throttled> {
         let address = address.map(|a| self.address_key(a));
         let now = self.clock.now();
         let window = self.policy.window;
@@ -306,6 +336,7 @@ impl Throttle {
         if let Some(retry_after) = by_principal.max(by_address) {
             return Err(Throttled { retry_after });
         }
+        let principal = principal.filter(|_| count_principal);
         if let Some(key) = principal {
             state.principals.enter(key);
         }
@@ -320,6 +351,16 @@ impl Throttle {
         })
     }
 
+    /// Refuses `principal` for `retry_after` seconds from now.
+    fn lock_principal(&self, principal: u64, retry_after: i64) {
+        let now = self.clock.now();
+        let window = self.policy.window;
+        let mut state = self.lock();
+        state
+            .principals
+            .lock_until(principal, now.saturating_add(retry_after), window);
+    }
+
     /// Entries held: (principals, addresses).
     pub fn entries(&self) -> (usize, usize) {
         let state = self.lock();
@@ -330,29 +371,215 @@ impl Throttle {
     }
 }
 
-/// The throttle of `POST /login`: usernames that break the naming rules
-/// never reach the per-name map (they cannot name an account; the address
-/// still counts).
-pub struct LoginThrottle(Throttle);
+/// The throttle of `POST /login`. Usernames that break the naming rules
+/// never reach the per-name counters (they cannot name an account; the
+/// address still counts).
+///
+/// With a store ([`LoginThrottle::with_store`]) the per-name counters are
+/// the store's, shared by every instance on it: [`LoginThrottle::admit`]
+/// counts the attempt in the store, in one atomic statement, before the
+/// password is hashed. The in-memory maps stay the first gate: addresses
+/// are counted per instance, and a name the store refused is refused
+/// locally until its window ends. A store that cannot be reached refuses
+/// the attempt (an error, answered 503): never unlimited guessing.
+pub struct LoginThrottle {
+    local: Throttle,
+    shared: Option<SharedNames>,
+}
+
+/// The store side of a login throttle.
+struct SharedNames {
+    store: Store,
+    /// The store's salt of name keys, read (or made) on first use.
+    salt: tokio::sync::OnceCell<String>,
+}
+
+/// Why [`LoginThrottle::admit`] did not admit an attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    /// Too many recent attempts for this username or address.
+    #[error("too many failed logins; retry in {} s", .0.retry_after)]
+    Throttled(Throttled),
+    /// The shared counters could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A login attempt admitted by [`LoginThrottle::admit`], counted (in memory
+/// and, with a store, in the store) until settled: [`LoginAttempt::failed`],
+/// [`LoginAttempt::succeeded`], or dropped (released without a verdict).
+#[must_use = "an attempt is settled by failed() or succeeded(); dropping it releases it"]
+pub struct LoginAttempt<'a> {
+    local: Option<Attempt<'a>>,
+    /// The store row and window the attempt is counted in.
+    reserved: Option<(Store, String, i64)>,
+}
+
+impl LoginAttempt<'_> {
+    /// Wrong credentials: the attempt stays counted, as a failure. A store
+    /// that fails here (or a request dropped meanwhile) leaves it pending
+    /// until its window ends: counted all the same.
+    pub async fn failed(mut self) {
+        if let Some(local) = self.local.take() {
+            local.failed();
+        }
+        if let Some((store, key, window_start)) = self.reserved.take()
+            && let Err(err) = store.fail_login_attempt(&key, window_start).await
+        {
+            tracing::warn!(error = %err, "counting a login failure failed; it stays pending");
+        }
+    }
+
+    /// Right credentials: the name's failures are forgotten, for every
+    /// instance. A store that fails here leaves them counted (logged): the
+    /// user may meet the limit early, an attacker gains nothing.
+    pub async fn succeeded(mut self) {
+        if let Some(local) = self.local.take() {
+            local.succeeded();
+        }
+        if let Some((store, key, window_start)) = self.reserved.take()
+            && let Err(err) = store.clear_login_attempts(&key, window_start).await
+        {
+            tracing::warn!(error = %err, "clearing a name's login failures failed");
+        }
+    }
+}
+
+impl Drop for LoginAttempt<'_> {
+    fn drop(&mut self) {
+        // No verdict: the in-memory attempt releases itself; the store's is
+        // released in the background (a drop cannot wait, and the request
+        // may be gone). If that write fails, the attempt stays counted
+        // until its window ends: stricter, never looser.
+        if let Some((store, key, window_start)) = self.reserved.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if let Err(err) = store.release_login_attempt(&key, window_start).await {
+                    tracing::warn!(error = %err, "releasing a login attempt failed");
+                }
+            });
+        }
+    }
+}
 
 impl LoginThrottle {
-    /// A login throttle with `policy`, reading time from `clock`.
+    /// A login throttle with `policy`, reading time from `clock`, counting
+    /// everything in memory (one instance's view only).
     pub fn new(policy: ThrottlePolicy, clock: SharedClock) -> Self {
-        Self(Throttle::new(policy, clock))
+        Self {
+            local: Throttle::new(policy, clock),
+            shared: None,
+        }
     }
 
-    /// Admits a login attempt for `username` from `address`, or refuses it.
-    pub fn begin(&self, username: &str, address: Option<IpAddr>) -> Result<Attempt<'_>, Throttled> {
-        let name = super::validate_username(username)
+    /// A login throttle whose per-name counters live in `store`, shared by
+    /// every instance on it.
+    pub fn with_store(store: Store, policy: ThrottlePolicy, clock: SharedClock) -> Self {
+        Self {
+            local: Throttle::new(policy, clock),
+            shared: Some(SharedNames {
+                store,
+                salt: tokio::sync::OnceCell::new(),
+            }),
+        }
+    }
+
+    /// The policy's name, if it may name an account.
+    fn countable(username: &str) -> Option<&str> {
+        super::validate_username(username)
             .is_ok()
-            .then_some(username);
-        self.0.begin(name, address)
+            .then_some(username)
     }
 
-    /// Entries held: (usernames, addresses).
-    pub fn entries(&self) -> (usize, usize) {
-        self.0.entries()
+    /// Admits a login attempt for `username` from `address` in memory only,
+    /// or refuses it. Without a store this is the whole throttle; with one,
+    /// use [`LoginThrottle::admit`] (this counts the address, and refuses
+    /// names the store refused, without counting them).
+    pub fn begin(&self, username: &str, address: Option<IpAddr>) -> Result<Attempt<'_>, Throttled> {
+        let principal = Self::countable(username).map(|n| self.local.principal_key(n));
+        self.local
+            .begin_keys(principal, self.shared.is_none(), address)
     }
+
+    /// Admits a login attempt for `username` from `address`, counting it
+    /// at once (in the store, if there is one), or refuses it.
+    pub async fn admit(
+        &self,
+        username: &str,
+        address: Option<IpAddr>,
+    ) -> Result<LoginAttempt<'_>, AdmitError> {
+        let local = self
+            .begin(username, address)
+            .map_err(AdmitError::Throttled)?;
+        let (Some(shared), Some(name)) = (&self.shared, Self::countable(username)) else {
+            return Ok(LoginAttempt {
+                local: Some(local),
+                reserved: None,
+            });
+        };
+        let key = shared.name_key(name, self.local.clock.now()).await?;
+        let policy = self.local.policy;
+        let reservation = shared
+            .store
+            .reserve_login_attempt(
+                &key,
+                self.local.clock.now(),
+                policy.window,
+                policy.per_username,
+            )
+            .await?;
+        match reservation {
+            LoginReservation::Admitted { window_start } => Ok(LoginAttempt {
+                local: Some(local),
+                reserved: Some((shared.store.clone(), key, window_start)),
+            }),
+            // Dropping `local` releases the address's slot.
+            LoginReservation::Locked { retry_after } => {
+                // Locked by failures: nothing can clear it before the
+                // window ends (every attempt is refused, the right password
+                // too, and none is in flight), so it is safe to remember.
+                self.local
+                    .lock_principal(self.local.principal_key(name), retry_after);
+                Err(AdmitError::Throttled(Throttled { retry_after }))
+            }
+            LoginReservation::Busy => Err(AdmitError::Throttled(Throttled { retry_after: 1 })),
+        }
+    }
+
+    /// Entries held in memory: (usernames, addresses). With a store, the
+    /// usernames are only those the store refused.
+    pub fn entries(&self) -> (usize, usize) {
+        self.local.entries()
+    }
+}
+
+impl SharedNames {
+    /// The store key of `name`: hex SHA-256 of the store's salt and the
+    /// lowercased name, the same on every instance; never the name itself.
+    async fn name_key(&self, name: &str, now: i64) -> Result<String, StoreError> {
+        let salt = self
+            .salt
+            .get_or_try_init(|| async {
+                let mut fresh = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
+                self.store.login_throttle_salt(&hex(&fresh), now).await
+            })
+            .await?;
+        let mut digest = Sha256::new();
+        digest.update(salt.as_bytes());
+        digest.update([0]);
+        digest.update(name.to_ascii_lowercase().as_bytes());
+        Ok(hex(&digest.finalize()))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 /// Why client authentication failed.
@@ -426,7 +653,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::clock::{Clock as _, ManualClock};
 
     fn throttle(clock: &ManualClock) -> LoginThrottle {
         LoginThrottle::new(
@@ -518,19 +745,121 @@ mod tests {
             t.begin(&format!("u{n}"), None).unwrap().failed();
         }
         assert_eq!(t.entries().0, MAX_ENTRIES);
-        let state = t.0.lock();
+        let state = t.local.lock();
         assert!(
             state
                 .principals
                 .entries
-                .contains_key(&t.0.principal_key("first"))
+                .contains_key(&t.local.principal_key("first"))
         );
         assert!(
             !state
                 .principals
                 .entries
-                .contains_key(&t.0.principal_key("second"))
+                .contains_key(&t.local.principal_key("second"))
         );
         assert_eq!(state.principals.by_age.len(), MAX_ENTRIES);
+    }
+
+    const SHARED: ThrottlePolicy = ThrottlePolicy {
+        per_username: 3,
+        per_address: 50,
+        window: 60,
+    };
+
+    /// Two throttles (two instances) on two connections to one SQLite file.
+    async fn shared_pair(
+        clock: &ManualClock,
+    ) -> (tempfile::TempDir, Store, LoginThrottle, LoginThrottle) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/throttle.db", dir.path().display());
+        let store = Store::connect(&url).await.unwrap();
+        let a = LoginThrottle::with_store(store.clone(), SHARED, Arc::new(clock.clone()));
+        let other = Store::connect(&url).await.unwrap();
+        let b = LoginThrottle::with_store(other, SHARED, Arc::new(clock.clone()));
+        (dir, store, a, b)
+    }
+
+    fn retry_after(refused: Result<LoginAttempt<'_>, AdmitError>) -> i64 {
+        match refused {
+            Err(AdmitError::Throttled(t)) => t.retry_after,
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("admitted"),
+        }
+    }
+
+    #[tokio::test]
+    async fn instances_on_one_store_share_a_names_budget() {
+        let clock = ManualClock::default();
+        let (_dir, store, a, b) = shared_pair(&clock).await;
+        a.admit("alice", None).await.unwrap().failed().await;
+        clock.advance(10);
+        b.admit("Alice", None).await.unwrap().failed().await;
+        let in_flight = a.admit("ALICE", None).await.unwrap();
+        assert_eq!(
+            retry_after(b.admit("alice", None).await),
+            1,
+            "only an attempt in flight fills the window"
+        );
+        assert_eq!(b.entries().0, 0, "and that is not remembered");
+        assert!(b.admit("bob", None).await.is_ok(), "other names are free");
+
+        // No verdict: released in the background, for every instance.
+        drop(in_flight);
+        let mut freed = false;
+        for _ in 0..200 {
+            if let Ok(attempt) = b.admit("alice", None).await {
+                attempt.failed().await;
+                freed = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(freed, "the reservation was released");
+        // Three failures from the window's start (0): 50 s left at 10.
+        assert_eq!(retry_after(a.admit("alice", None).await), 50);
+        assert_eq!(a.entries().0, 1, "a lock by failures is remembered");
+        assert_eq!(retry_after(a.admit("alice", None).await), 50);
+
+        // The window ends for everyone at 60.
+        clock.advance(50);
+        for _ in 0..3 {
+            b.admit("alice", None).await.unwrap().failed().await;
+        }
+        assert_eq!(retry_after(a.admit("alice", None).await), 60);
+        let ended_by = clock.now() - SHARED.window;
+        assert_eq!(store.prune_login_throttle(ended_by).await.unwrap(), 0);
+        clock.advance(60);
+        let ended_by = clock.now() - SHARED.window;
+        assert_eq!(store.prune_login_throttle(ended_by).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_success_clears_the_name_for_every_instance() {
+        let clock = ManualClock::default();
+        let (_dir, store, a, b) = shared_pair(&clock).await;
+        a.admit("alice", None).await.unwrap().failed().await;
+        b.admit("alice", None).await.unwrap().failed().await;
+        a.admit("alice", None).await.unwrap().succeeded().await;
+        for _ in 0..3 {
+            b.admit("alice", None).await.unwrap().failed().await;
+        }
+        assert!(a.admit("alice", None).await.is_err());
+        let keys = store.login_throttle_keys().await.unwrap();
+        assert_eq!(keys.len(), 1, "one row per name: {keys:?}");
+        assert_eq!(keys[0].len(), 64, "a SHA-256, never the name");
+        assert!(!keys[0].contains("alice"));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_refuses_logins() {
+        let clock = ManualClock::default();
+        let (_dir, store, a, _b) = shared_pair(&clock).await;
+        store.close().await;
+        assert!(matches!(
+            a.admit("alice", None).await,
+            Err(AdmitError::Store(_))
+        ));
+        assert_eq!(a.entries(), (0, 0), "nothing stays counted in memory");
     }
 }

@@ -12,6 +12,7 @@ mod changes;
 mod clients;
 mod keys;
 mod master;
+mod throttle;
 mod tokens;
 mod users;
 
@@ -19,6 +20,7 @@ pub use audit::{AuditFilter, AuditRecord, AuditRow};
 pub use changes::{CHANGES_CHANNEL, ChangeKind, ChangeListener, StatusChanges, StatusEntry};
 pub use clients::{ClientRow, ClientStatusRow};
 pub use keys::{KeyChange, KeyRow, KeyRowError};
+pub use throttle::LoginReservation;
 pub use tokens::{RefreshTokenRow, RefreshTokenState, RevocationTimes, RevokedJti};
 pub use users::{UserChange, UserRow};
 

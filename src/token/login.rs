@@ -8,7 +8,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 
 use super::{FIRST_PARTY_CLIENT, IssuedTokens, TokenError, Tokens};
-use crate::accounts::{AccountError, Accounts, LoginThrottle, Throttled};
+use crate::accounts::{AccountError, Accounts, AdmitError, LoginThrottle, Throttled};
 use crate::audit::{Actor, Entry, Event, Outcome};
 use crate::metrics::{IssuedBy, Metrics};
 
@@ -53,9 +53,12 @@ impl Login {
 
     /// Checks `username`/`password` from `address` and issues first-party
     /// tokens. The attempt is counted by the throttle before the password
-    /// is hashed (so concurrent guesses count too) and settled after: wrong
-    /// credentials stay counted, a success clears the name, and a check
-    /// that reached no verdict (hashing pool full, store down) is released.
+    /// is hashed (so concurrent guesses count too, on every instance that
+    /// shares the store) and settled after: wrong credentials stay
+    /// counted, a success clears the name, and a check that reached no
+    /// verdict (hashing pool full, store down) is released. A throttle
+    /// that cannot reach the store refuses the attempt like a store that
+    /// is down for the password check would (503), unhashed.
     /// `csrf`: the cookie transport's CSRF binding claim, if any.
     pub async fn login(
         &self,
@@ -64,9 +67,21 @@ impl Login {
         address: Option<IpAddr>,
         csrf: Option<String>,
     ) -> Result<IssuedTokens, LoginError> {
-        let attempt = match self.throttle.begin(username, address) {
+        let attempt = match self.throttle.admit(username, address).await {
             Ok(attempt) => attempt,
-            Err(throttled) => {
+            Err(AdmitError::Store(err)) => {
+                self.metrics.login_failed();
+                let entry = Entry::new(
+                    Event::LoginFailed,
+                    &Actor::new("anonymous", address),
+                    username,
+                )
+                .outcome(Outcome::Failure)
+                .detail("the check failed (server side)");
+                self.tokens.audit.record(entry).await;
+                return Err(AccountError::Store(err).into());
+            }
+            Err(AdmitError::Throttled(throttled)) => {
                 self.metrics.login_failed();
                 let entry = Entry::new(
                     Event::LoginThrottled,
@@ -86,7 +101,7 @@ impl Login {
             Ok(user) => user,
             Err(err) => {
                 if matches!(err, AccountError::InvalidCredentials) {
-                    attempt.failed();
+                    attempt.failed().await;
                 }
                 self.metrics.login_failed();
                 // The name as typed (it may be no user's); never the password.
@@ -107,7 +122,7 @@ impl Login {
                 return Err(err.into());
             }
         };
-        attempt.succeeded();
+        attempt.succeeded().await;
         let issued = self
             .tokens
             .issue_for_user(&user, FIRST_PARTY_CLIENT, "", csrf)

@@ -8,7 +8,9 @@ use keyturn::accounts::{LoginThrottle, MAX_ENTRIES, ThrottlePolicy};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt as _;
 
-use crate::helpers::{PASSWORD, TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{
+    PASSWORD, PgProxy, TestApp, fresh_pg_database, spawn_app, spawn_app_with, spawn_pg_pair,
+};
 
 /// Trusting the test client's own address as a proxy lets one test speak
 /// for many clients through `X-Forwarded-For`.
@@ -191,8 +193,14 @@ async fn many_names_through_login_leave_fixed_size_entries_only() {
         answers.extend(statuses(batch.iter().map(|n| login(*n)).collect()).await);
     }
     assert_eq!(count(&answers, 401), 200, "{answers:?}");
-    // 100 valid names + 200 addresses; the long names are not kept.
-    assert_eq!(app.metric("keyturn_login_throttle_entries").await, 300);
+    // 200 addresses in memory; names are counted in the store, where the
+    // long ones never go.
+    assert_eq!(app.metric("keyturn_login_throttle_entries").await, 200);
+    assert_eq!(
+        app.sqlite_count("SELECT COUNT(*) FROM login_throttle")
+            .await,
+        100
+    );
 }
 
 fn vm_rss_kib() -> u64 {
@@ -439,12 +447,20 @@ async fn a_full_hashing_queue_answers_503_with_retry_after() {
     assert_eq!(body["error"], "temporarily_unavailable");
     assert!(others > 0);
     assert!(app.metric("keyturn_password_hashes_refused_total").await > 0);
-    // Refused checks were released, not counted: only the 401s hold a
-    // name entry and an address entry each.
-    assert_eq!(
-        app.metric("keyturn_login_throttle_entries").await,
-        2 * others
-    );
+    // Refused checks were released, not counted: only the 401s hold an
+    // address entry (in memory) and a name's attempt (in the store) each.
+    assert_eq!(app.metric("keyturn_login_throttle_entries").await, others);
+    app.eventually(
+        || async {
+            app.sqlite_count(
+                "SELECT COALESCE(SUM(failures), 0) * 1000 + COALESCE(SUM(pending), 0) \
+                 FROM login_throttle",
+            )
+            .await
+        },
+        |n| *n == 1000 * others as i64,
+    )
+    .await;
 }
 
 /// The time and body of one failed login.
@@ -502,4 +518,148 @@ async fn failed_logins_look_alike_in_status_body_and_time() {
     );
     let (fastest, slowest) = (medians.iter().min().unwrap(), medians.iter().max().unwrap());
     assert!(*slowest < *fastest * 3, "medians {medians:?}");
+}
+
+/// Password hashes run by both instances so far.
+async fn hashes(a: &TestApp, b: &TestApp) -> u64 {
+    a.metric("keyturn_password_hashes_total").await
+        + b.metric("keyturn_password_hashes_total").await
+}
+
+/// `a` and `b` share one store: bad guesses for one name, alternating
+/// between them and then all at once, get the policy's 5 hashed in all,
+/// not 5 per instance; then both refuse the name (the right password too)
+/// with Retry-After until the window ends, after which the right password
+/// works.
+async fn one_name_budget_across_two_instances(a: &TestApp, b: &TestApp) {
+    a.create_user("alice", &[]).await;
+    a.create_user("bob", &[]).await;
+    let before = hashes(a, b).await;
+    let mut answers = Vec::new();
+    for n in 0..12 {
+        let app = if n % 2 == 0 { a } else { b };
+        answers.push(app.login("alice", "wrong password").await.status().as_u16());
+    }
+    assert_eq!(answers, [[401; 5].as_slice(), &[429; 7]].concat());
+    assert_eq!(hashes(a, b).await - before, 5, "one budget, not two");
+    for app in [a, b] {
+        let response = app.login("alice", PASSWORD).await;
+        assert_eq!(response.status(), 429, "the right password waits too");
+        let retry: i64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=300).contains(&retry), "Retry-After {retry}");
+    }
+
+    let before = hashes(a, b).await;
+    let burst = (0..32)
+        .map(|n| {
+            let app = if n % 2 == 0 { a } else { b };
+            let (client, url) = (app.client.clone(), app.url("/login"));
+            tokio::spawn(async move {
+                let body = json!({"username": "bob", "password": "wrong password"});
+                client.post(url).json(&body).send().await.unwrap()
+            })
+        })
+        .collect();
+    let answers = statuses(burst).await;
+    let hashed = hashes(a, b).await - before;
+    assert!(hashed <= 5, "{hashed} guesses were hashed by the pair");
+    assert!(count(&answers, 401) <= 5, "{answers:?}");
+    assert_eq!(
+        count(&answers, 401) + count(&answers, 429),
+        32,
+        "{answers:?}"
+    );
+    assert!(answers.iter().all(|(s, retry)| *s != 429 || *retry));
+    for app in [a, b] {
+        assert_eq!(app.login("bob", PASSWORD).await.status(), 429);
+    }
+
+    // The instances share the clock: the window ends for both.
+    a.clock.advance(301);
+    assert_eq!(b.login("alice", PASSWORD).await.status(), 200);
+    assert_eq!(a.login("bob", PASSWORD).await.status(), 200);
+}
+
+/// A success on `a` clears the name's failures for `b` too.
+async fn a_success_on_one_instance_clears_the_name_on_both(a: &TestApp, b: &TestApp) {
+    a.create_user("carol", &[]).await;
+    for app in [a, b, a, b] {
+        assert_eq!(app.login("carol", "wrong password").await.status(), 401);
+    }
+    assert_eq!(a.login("carol", PASSWORD).await.status(), 200);
+    for n in 0..5 {
+        let status = b.login("carol", "wrong password").await.status();
+        assert_eq!(status, 401, "guess {n} after the success");
+    }
+    assert_eq!(a.login("carol", PASSWORD).await.status(), 429);
+}
+
+/// Two instances on one SQLite file.
+async fn sqlite_pair() -> (TestApp, TestApp) {
+    let a = spawn_app().await;
+    let b = a.restart_with(&[]).await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn two_instances_on_one_sqlite_file_share_one_budget_per_name() {
+    let (a, b) = sqlite_pair().await;
+    one_name_budget_across_two_instances(&a, &b).await;
+}
+
+#[tokio::test]
+async fn two_instances_on_one_sqlite_file_a_success_clears_the_name_on_both() {
+    let (a, b) = sqlite_pair().await;
+    a_success_on_one_instance_clears_the_name_on_both(&a, &b).await;
+}
+
+#[tokio::test]
+async fn two_instances_on_one_postgres_database_share_one_budget_per_name() {
+    if !crate::helpers::postgres_available().await {
+        return;
+    }
+    let (a, b) = spawn_pg_pair(&[]).await;
+    one_name_budget_across_two_instances(&a, &b).await;
+}
+
+#[tokio::test]
+async fn two_instances_on_one_postgres_database_a_success_clears_the_name_on_both() {
+    if !crate::helpers::postgres_available().await {
+        return;
+    }
+    let (a, b) = spawn_pg_pair(&[]).await;
+    a_success_on_one_instance_clears_the_name_on_both(&a, &b).await;
+}
+
+/// With the store unreachable the throttle cannot count: logins are
+/// refused (503) before any hash, never let through uncounted.
+#[tokio::test]
+async fn an_unreachable_store_refuses_logins_before_hashing() {
+    if !crate::helpers::postgres_available().await {
+        return;
+    }
+    let proxy = PgProxy::start().await;
+    let url = proxy.url_for(&fresh_pg_database().await);
+    let app = spawn_app_with(&[("KEYTURN_DATABASE_URL", &url)]).await;
+    app.create_user("alice", &[]).await;
+    assert_eq!(app.login("alice", "wrong password").await.status(), 401);
+    let before = app.metric("keyturn_password_hashes_total").await;
+    proxy.switch_off();
+    for _ in 0..3 {
+        let response = app.login("alice", "wrong password").await;
+        assert_eq!(response.status(), 503);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable");
+    }
+    assert_eq!(app.metric("keyturn_password_hashes_total").await, before);
+    proxy.switch_on();
+    app.eventually(
+        || async { app.login("alice", PASSWORD).await.status() },
+        |s| *s == 200,
+    )
+    .await;
 }
