@@ -197,7 +197,7 @@ async fn many_names_through_login_leave_fixed_size_entries_only() {
     // long ones never go.
     assert_eq!(app.metric("keyturn_login_throttle_entries").await, 200);
     assert_eq!(
-        app.sqlite_count("SELECT COUNT(*) FROM login_throttle")
+        app.store_count("SELECT COUNT(*) FROM login_throttle")
             .await,
         100
     );
@@ -452,7 +452,7 @@ async fn a_full_hashing_queue_answers_503_with_retry_after() {
     assert_eq!(app.metric("keyturn_login_throttle_entries").await, others);
     app.eventually(
         || async {
-            app.sqlite_count(
+            app.store_count(
                 "SELECT COALESCE(SUM(failures), 0) * 1000 + COALESCE(SUM(pending), 0) \
                  FROM login_throttle",
             )
