@@ -1125,3 +1125,97 @@ async fn postgres_down_under_load_answers_503_in_bounded_time_and_recovers() {
         "bounded answers"
     );
 }
+
+/// A database that goes silent (packets dropped: no reset, no answer) is
+/// the case a client-side timeout must bound: a query already sent when the
+/// network went quiet would otherwise wait until the connection's 10 s
+/// deadline closes it with no answer at all. Under load (so queries are in
+/// flight at the moment of the stall), every request gets an HTTP answer,
+/// 503 for the store-bound ones, within the 8 s handler deadline; `/ready`
+/// says 503, bearer checks keep answering from memory, and everything works
+/// again once the network is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_database_gets_answered_503_within_the_handler_deadline() {
+    if !postgres_available().await {
+        return;
+    }
+    let proxy = PgProxy::start().await;
+    let url = proxy.url_for(&fresh_pg_database().await);
+    let app = Arc::new(
+        spawn_app_with(&[
+            ("KEYTURN_DATABASE_URL", &url),
+            ("KEYTURN_SIGNING_ALG", "EdDSA"),
+        ])
+        .await,
+    );
+    app.create_user("alice", &[]).await;
+    let secret = app.create_client("svc", &[]).await;
+    let access = app.token("alice").await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (app, secret, stop) = (Arc::clone(&app), secret.clone(), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let started = Instant::now();
+                    let response = app
+                        .post_form(
+                            "/oauth/token",
+                            &[("grant_type", "client_credentials")],
+                            Some(("svc", &secret)),
+                        )
+                        .await;
+                    answers.push((response.status().as_u16(), started.elapsed()));
+                }
+                answers
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.stall();
+    let stalled = Instant::now();
+    let ready = app.get("/ready", None).await;
+    assert_eq!(ready.status(), 503, "/ready");
+    assert!(
+        stalled.elapsed() < Duration::from_secs(2),
+        "/ready took long"
+    );
+    assert_eq!(app.get("/profile", Some(&access)).await.status(), 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut answers = Vec::new();
+    for worker in workers {
+        answers.extend(worker.await.expect("every request got an HTTP answer"));
+    }
+    let slowest = answers.iter().map(|(_, took)| *took).max().unwrap();
+    let unavailable = answers.iter().filter(|(status, _)| *status == 503).count();
+    let other: Vec<u16> = answers
+        .iter()
+        .map(|(status, _)| *status)
+        // 429: the client's attempts still hanging in the store count as
+        // in flight, so the throttle turns the rest away (with Retry-After).
+        .filter(|status| ![200, 429, 503].contains(status))
+        .collect();
+    eprintln!(
+        "faults: silent database: {} requests, {unavailable} answered 503, slowest {slowest:?}",
+        answers.len()
+    );
+    assert!(
+        other.is_empty(),
+        "answers other than 200/429/503: {other:?}"
+    );
+    assert!(unavailable >= 8, "every worker met the stall");
+    assert!(
+        slowest < Duration::from_secs(9),
+        "slowest answer {slowest:?}"
+    );
+
+    proxy.switch_off();
+    proxy.switch_on();
+    let ready = ready_becomes(&app, 200, Duration::from_secs(10)).await;
+    eprintln!("faults: ready again {ready:?} after the network came back");
+    let response = app.client_credentials("svc", &secret, None).await;
+    assert_eq!(response.status(), 200, "client_credentials after recovery");
+}

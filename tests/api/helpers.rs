@@ -803,6 +803,7 @@ pub struct PgProxy {
     pub port: u16,
     up: Arc<std::sync::atomic::AtomicBool>,
     cut: tokio::sync::watch::Sender<u64>,
+    stalled: tokio::sync::watch::Sender<bool>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -815,24 +816,35 @@ impl PgProxy {
         let port = listener.local_addr().expect("addr").port();
         let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (stalled, _) = tokio::sync::watch::channel(false);
         let accept = {
             let up = Arc::clone(&up);
             let cut = cut.clone();
+            let stalled = stalled.clone();
             tokio::spawn(async move {
                 while let Ok((mut inbound, _)) = listener.accept().await {
                     if !up.load(Ordering::SeqCst) {
                         continue; // dropped: the client sees the connection close
                     }
                     let mut cut_seen = cut.subscribe();
+                    let mut stall_seen = stalled.subscribe();
                     tokio::spawn(async move {
                         let Ok(mut outbound) =
                             tokio::net::TcpStream::connect("127.0.0.1:5432").await
                         else {
                             return;
                         };
+                        let stall = async {
+                            let _ = stall_seen.wait_for(|stalled| *stalled).await;
+                        };
                         tokio::select! {
                             _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                             _ = cut_seen.changed() => {}
+                            () = stall => {
+                                // Silence: both sockets stay open, nothing
+                                // moves, until the connection is cut.
+                                let _ = cut_seen.changed().await;
+                            }
                         }
                     });
                 }
@@ -842,6 +854,7 @@ impl PgProxy {
             port,
             up,
             cut,
+            stalled,
             accept,
         }
     }
@@ -858,7 +871,15 @@ impl PgProxy {
     }
 
     pub fn switch_on(&self) {
+        self.stalled.send_replace(false);
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A network that drops packets: every connection, open or new, stays
+    /// open and carries nothing (no reset, no answer) until
+    /// [`PgProxy::switch_off`] cuts them.
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
     }
 }
 

@@ -197,8 +197,7 @@ async fn many_names_through_login_leave_fixed_size_entries_only() {
     // long ones never go.
     assert_eq!(app.metric("keyturn_login_throttle_entries").await, 200);
     assert_eq!(
-        app.store_count("SELECT COUNT(*) FROM login_throttle")
-            .await,
+        app.store_count("SELECT COUNT(*) FROM login_throttle").await,
         100
     );
 }
