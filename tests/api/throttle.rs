@@ -452,8 +452,8 @@ async fn a_full_hashing_queue_answers_503_with_retry_after() {
     app.eventually(
         || async {
             app.store_count(
-                "SELECT COALESCE(SUM(failures), 0) * 1000 + COALESCE(SUM(pending), 0) \
-                 FROM login_throttle",
+                "SELECT CAST(COALESCE(SUM(failures), 0) * 1000 + COALESCE(SUM(pending), 0) \
+                 AS BIGINT) FROM login_throttle",
             )
             .await
         },
