@@ -219,15 +219,27 @@ use std::process::{Child, Command, Output, Stdio};
 /// A key no test store is sealed with.
 const OTHER_MASTER_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
-/// `keyturn` in `cwd` with only `env` (and PATH) set.
-fn keyturn_in(cwd: &Path, env: &[(&str, &str)], args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyturn"))
+/// The `keyturn` binary in `cwd` with only `env` (and PATH) set.
+pub(crate) fn keyturn_command(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keyturn"));
+    command
         .args(args)
         .current_dir(cwd)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().copied())
+        .envs(env.iter().copied());
+    command
+}
+
+/// Runs `keyturn` in `cwd` with only `env` (and PATH) set, `stdin` fed.
+pub(crate) fn keyturn_in(
+    cwd: &Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Output {
+    use std::io::Write as _;
+    let mut child = keyturn_command(cwd, env, args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

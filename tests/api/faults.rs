@@ -8,7 +8,7 @@
 //! instead of 6 s: the behaviour under test is the same, only longer).
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -17,9 +17,9 @@ use keyturn::verifier::{JwkSet, Verifier};
 use rand::Rng as _;
 use serde_json::{Value, json};
 
-use crate::cli::{Served, pairs, serve, store_env};
+use crate::cli::{Served, keyturn_command, keyturn_in, pairs, serve, store_env};
 use crate::helpers::{
-    ISSUER, PASSWORD, PgProxy, fresh_pg_database, postgres_available, segment, spawn_app_with,
+    ISSUER, PASSWORD, fresh_pg_database, postgres_available, segment, spawn_app_behind_proxy,
 };
 
 /// Rotation kills in the test (the script does 50).
@@ -46,46 +46,13 @@ fn pg_env(dir: &Path, url: &str) -> Vec<(String, String)> {
 
 /// Runs `keyturn args` on that store; asserts success, returns stdout.
 fn keyturn(dir: &Path, env: &[(String, String)], args: &[&str], stdin: Option<&str>) -> String {
-    let out = keyturn_output(dir, env, args, stdin);
+    let out = keyturn_in(dir, &pairs(env), args, stdin);
     assert!(
         out.status.success(),
         "keyturn {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("utf-8")
-}
-
-fn keyturn_output(
-    dir: &Path,
-    env: &[(String, String)],
-    args: &[&str],
-    stdin: Option<&str>,
-) -> Output {
-    use std::io::Write as _;
-    let mut child = keyturn_command(dir, env, args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("keyturn runs");
-    {
-        let mut input = child.stdin.take().expect("stdin");
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).expect("write stdin");
-        }
-    }
-    child.wait_with_output().expect("keyturn exits")
-}
-
-fn keyturn_command(dir: &Path, env: &[(String, String)], args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_keyturn"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(pairs(env));
-    command
 }
 
 /// A fresh database with its master key and keyset, an admin `root`, users
@@ -684,7 +651,7 @@ async fn kill_9_in_the_middle_of_rotations_leaves_a_consistent_keyset() {
         let restarted = match kind {
             Kind::Cli => {
                 let args = ["keys", "rotate", "--force"];
-                kill_after(keyturn_command(dir.path(), &env, &args), delay).await;
+                kill_after(keyturn_command(dir.path(), &pairs(&env), &args), delay).await;
                 None
             }
             Kind::Admin => {
@@ -723,7 +690,11 @@ async fn kill_9_in_the_middle_of_rotations_leaves_a_consistent_keyset() {
                 delay = delay.min(FAST_PREPUBLISH as u64 * 1000 - 200);
                 let mut fast = env.clone();
                 fast.extend(FAST_SCHEDULE.map(|(k, v)| (k.to_owned(), v.to_owned())));
-                kill_after(keyturn_command(dir.path(), &fast, &["serve"]), delay).await;
+                kill_after(
+                    keyturn_command(dir.path(), &pairs(&fast), &["serve"]),
+                    delay,
+                )
+                .await;
                 Some(Instance::start(
                     dir.path(),
                     &env,
@@ -1036,15 +1007,9 @@ async fn postgres_down_under_load_answers_503_in_bounded_time_and_recovers() {
     if !postgres_available().await {
         return;
     }
-    let proxy = PgProxy::start().await;
-    let url = proxy.url_for(&fresh_pg_database().await);
-    let app = Arc::new(
-        spawn_app_with(&[
-            ("KEYTURN_DATABASE_URL", &url),
-            ("KEYTURN_REFRESH_SESSIONS_PER_USER", "1000"),
-        ])
-        .await,
-    );
+    let (proxy, app) =
+        spawn_app_behind_proxy(&[("KEYTURN_REFRESH_SESSIONS_PER_USER", "1000")]).await;
+    let app = Arc::new(app);
     let reader = app.user_token("reader", &[]).await;
     let counts = Arc::new(Outage::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -1139,15 +1104,8 @@ async fn a_silent_database_gets_answered_503_within_the_handler_deadline() {
     if !postgres_available().await {
         return;
     }
-    let proxy = PgProxy::start().await;
-    let url = proxy.url_for(&fresh_pg_database().await);
-    let app = Arc::new(
-        spawn_app_with(&[
-            ("KEYTURN_DATABASE_URL", &url),
-            ("KEYTURN_SIGNING_ALG", "EdDSA"),
-        ])
-        .await,
-    );
+    let (proxy, app) = spawn_app_behind_proxy(&[("KEYTURN_SIGNING_ALG", "EdDSA")]).await;
+    let app = Arc::new(app);
     app.create_user("alice", &[]).await;
     let secret = app.create_client("svc", &[]).await;
     let access = app.token("alice").await;

@@ -883,6 +883,17 @@ impl PgProxy {
     }
 }
 
+/// A server on a fresh PostgreSQL database that it reaches through a new
+/// [`PgProxy`], with extra settings: the test can cut or stall its store.
+pub async fn spawn_app_behind_proxy(extra: &[(&str, &str)]) -> (PgProxy, TestApp) {
+    let proxy = PgProxy::start().await;
+    let url = proxy.url_for(&fresh_pg_database().await);
+    let mut settings: Vec<(&str, &str)> = vec![("KEYTURN_DATABASE_URL", url.as_str())];
+    settings.extend_from_slice(extra);
+    let app = spawn_app_with(&settings).await;
+    (proxy, app)
+}
+
 impl Drop for PgProxy {
     fn drop(&mut self) {
         self.accept.abort();

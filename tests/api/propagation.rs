@@ -292,10 +292,7 @@ async fn past_the_staleness_bound_bearer_checks_fail_closed_until_the_store_is_b
     if !crate::helpers::postgres_available().await {
         return;
     }
-    let proxy = crate::helpers::PgProxy::start().await;
-    let url = proxy.url_for(&crate::helpers::fresh_pg_database().await);
-    let app = spawn_app_with(&[
-        ("KEYTURN_DATABASE_URL", url.as_str()),
+    let (proxy, app) = crate::helpers::spawn_app_behind_proxy(&[
         ("KEYTURN_MAX_STALENESS", "2s"),
         ("KEYTURN_SIGNING_ALG", "EdDSA"),
     ])

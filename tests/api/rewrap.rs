@@ -5,7 +5,7 @@
 //! key alone is refused afterwards, and bad input changes nothing.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use keyturn::audit::AuditQuery;
 use keyturn::keys::{KeyError, KeyState, MasterKey};
@@ -13,6 +13,7 @@ use keyturn::store::KeyRow;
 use secrecy::SecretString;
 use serde_json::Value;
 
+use crate::cli::keyturn_in;
 use crate::helpers::{PASSWORD, TestApp, postgres_available, spawn_app, spawn_pg_app};
 
 fn text(bytes: &[u8]) -> String {
@@ -33,30 +34,7 @@ fn keyturn_with(
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     env.extend_from_slice(changes);
-    keyturn(app.dir.path(), &env, args, stdin)
-}
-
-/// `keyturn` in `cwd` with only `env` (and PATH).
-fn keyturn(cwd: &Path, env: &[(&str, &str)], args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyturn"))
-        .args(args)
-        .current_dir(cwd)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("keyturn runs");
-    {
-        let mut input = child.stdin.take().expect("stdin");
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).expect("write stdin");
-        }
-    }
-    child.wait_with_output().expect("keyturn exits")
+    keyturn_in(app.dir.path(), &env, args, stdin)
 }
 
 /// Asserts exit 1 with one line on stderr containing `needle`.
@@ -459,7 +437,7 @@ async fn a_server_without_the_new_key_says_so_once_and_keeps_serving() {
     let env = pairs(&env);
     let mut server = serve(dir.path(), &env, "old-only.log");
     let log_path = dir.path().join("old-only.log");
-    let out = keyturn(
+    let out = keyturn_in(
         dir.path(),
         &env,
         &["users", "add", "carol", "--password-stdin"],
@@ -480,10 +458,10 @@ async fn a_server_without_the_new_key_says_so_once_and_keeps_serving() {
     };
     let token = login().await;
 
-    let out = keyturn(dir.path(), &env, &["keys", "new-master-key"], None);
+    let out = keyturn_in(dir.path(), &env, &["keys", "new-master-key"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let new_key = dir.path().join("keys").join("master.key.new");
-    let out = keyturn(
+    let out = keyturn_in(
         dir.path(),
         &env,
         &[

@@ -22,6 +22,26 @@ async fn after<F: std::future::Future>(delay: Duration, future: F) -> F::Output 
     future.await
 }
 
+/// Round `round`'s change to alice: a disable on odd rounds, a new password
+/// on even ones. Returns (whether it disables, the PATCH body, the
+/// password after it).
+fn user_change(round: u64, password: &str) -> (bool, Value, String) {
+    if round % 2 == 1 {
+        (true, json!({"disabled": true}), password.to_owned())
+    } else {
+        let new_password = format!("{PASSWORD} {round}");
+        (false, json!({"password": new_password}), new_password)
+    }
+}
+
+/// Enables alice again after a disabling round.
+async fn enable(app: &TestApp, admin: &str, round: u64) {
+    let enabled = app
+        .patch_json("/admin/users/alice", admin, &json!({"disabled": false}))
+        .await;
+    assert_eq!(enabled.status(), 200, "round {round}: enable");
+}
+
 /// The user's live (unspent, unrevoked, unexpired) refresh tokens, read in
 /// the store: what a thief holding one could still use.
 async fn live_refresh_tokens(app: &TestApp, name: &str) -> i64 {
@@ -51,13 +71,7 @@ async fn on_postgres_a_refresh_racing_a_password_change_or_disable_leaves_nothin
         assert_eq!(response.status(), 200, "round {round}: login");
         let body: Value = response.json().await.unwrap();
         let r1 = body["refresh_token"].as_str().unwrap().to_owned();
-        let disable = round % 2 == 1;
-        let (change, new_password) = if disable {
-            (json!({"disabled": true}), password.clone())
-        } else {
-            let new_password = format!("{PASSWORD} {round}");
-            (json!({"password": new_password}), new_password)
-        };
+        let (disable, change, new_password) = user_change(round, &password);
         // Sweep the refresh's start across the change's transaction: a
         // password change hashes first (tens of ms), a disable does not.
         let window = if disable { 6 } else { 40 };
@@ -77,10 +91,7 @@ async fn on_postgres_a_refresh_racing_a_password_change_or_disable_leaves_nothin
             assert_oauth_error(refreshed, 400, "invalid_grant").await;
         }
         if disable {
-            let enabled = b
-                .patch_json("/admin/users/alice", &admin, &json!({"disabled": false}))
-                .await;
-            assert_eq!(enabled.status(), 200, "round {round}: enable");
+            enable(&b, &admin, round).await;
         }
         assert_eq!(
             live_refresh_tokens(&a, "alice").await,
@@ -141,13 +152,7 @@ async fn on_postgres_a_user_change_waiting_on_a_rotation_revokes_the_child_it_in
         assert_eq!(response.status(), 200, "round {round}: login");
         let body: Value = response.json().await.unwrap();
         let r1 = body["refresh_token"].as_str().unwrap().to_owned();
-        let disable = round % 2 == 1;
-        let (change, new_password) = if disable {
-            (json!({"disabled": true}), password.clone())
-        } else {
-            let new_password = format!("{PASSWORD} {round}");
-            (json!({"password": new_password}), new_password)
-        };
+        let (disable, change, new_password) = user_change(round, &password);
 
         // A SHARE lock on refresh_families lets the rotation lock its family
         // row, spend R1 and insert R2, then stops it at its last UPDATE of
@@ -180,10 +185,7 @@ async fn on_postgres_a_user_change_waiting_on_a_rotation_revokes_the_child_it_in
         let body: Value = refreshed.json().await.unwrap();
         let r2 = body["refresh_token"].as_str().unwrap();
         if disable {
-            let enabled = b
-                .patch_json("/admin/users/alice", &admin, &json!({"disabled": false}))
-                .await;
-            assert_eq!(enabled.status(), 200, "round {round}: enable");
+            enable(&b, &admin, round).await;
         }
         assert_eq!(
             live_refresh_tokens(&a, "alice").await,
@@ -215,13 +217,7 @@ async fn on_postgres_a_login_racing_a_password_change_or_disable_starts_no_live_
     let (mut logged_in, mut refused) = (0, 0);
     for round in 0..ROUNDS {
         a.clock.advance(1);
-        let disable = round % 2 == 1;
-        let (change, new_password) = if disable {
-            (json!({"disabled": true}), password.clone())
-        } else {
-            let new_password = format!("{PASSWORD} {round}");
-            (json!({"password": new_password}), new_password)
-        };
+        let (disable, change, new_password) = user_change(round, &password);
         let window = if disable { 40 } else { 80 };
         let delay = Duration::from_millis(round * 11 % window);
         let (login, changed) = tokio::join!(
@@ -241,10 +237,7 @@ async fn on_postgres_a_login_racing_a_password_change_or_disable_starts_no_live_
         }
         password = new_password;
         if disable {
-            let enabled = b
-                .patch_json("/admin/users/alice", &admin, &json!({"disabled": false}))
-                .await;
-            assert_eq!(enabled.status(), 200, "round {round}: enable");
+            enable(&b, &admin, round).await;
         }
         assert_eq!(
             live_refresh_tokens(&a, "alice").await,
