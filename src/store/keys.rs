@@ -195,17 +195,7 @@ impl Store {
         audit: &[AuditRecord],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let bumped = sqlx::query(
-            "UPDATE versions SET version = version + 1 WHERE name = 'keys' AND version = $1",
-        )
-        .bind(expected_version)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if bumped != 1 {
-            return Err(StoreError::Conflict);
-        }
-        notify_change(&mut tx).await?;
+        bump_keyset_version(&mut tx, expected_version).await?;
         for change in changes {
             match change {
                 KeyChange::Insert(key) => insert_key(&mut tx, key).await?,
@@ -256,16 +246,7 @@ impl Store {
         audit: &[AuditRecord],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let bumped = sqlx::query(
-            "UPDATE versions SET version = version + 1 WHERE name = 'keys' AND version = $1",
-        )
-        .bind(expected_version)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if bumped != 1 {
-            return Err(StoreError::Conflict);
-        }
+        bump_keyset_version(&mut tx, expected_version).await?;
         let checked = sqlx::query(
             "UPDATE master_key_check SET check_value = $1 WHERE id = 1 AND check_value = $2",
         )
@@ -294,6 +275,28 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Bumps the keyset version inside the caller's transaction, only from
+/// `expected` (otherwise [`StoreError::Conflict`]: another instance or the
+/// CLI changed the keyset first), and announces the change to the other
+/// instances at commit. Coming first, on PostgreSQL the bump makes a
+/// concurrent writer wait on the row lock and then see the new version.
+async fn bump_keyset_version(
+    conn: &mut sqlx::AnyConnection,
+    expected: i64,
+) -> Result<(), StoreError> {
+    let bumped = sqlx::query(
+        "UPDATE versions SET version = version + 1 WHERE name = 'keys' AND version = $1",
+    )
+    .bind(expected)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if bumped != 1 {
+        return Err(StoreError::Conflict);
+    }
+    notify_change(conn).await
 }
 
 async fn insert_key(conn: &mut sqlx::AnyConnection, key: &KeyRow) -> Result<(), StoreError> {
