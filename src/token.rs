@@ -149,6 +149,36 @@ pub struct TokenPolicy {
     pub max_staleness: Duration,
 }
 
+/// A monotonic moment, read on every token check without a lock:
+/// milliseconds since a fixed origin, in an atomic.
+struct LastSync {
+    origin: std::time::Instant,
+    millis: std::sync::atomic::AtomicU64,
+}
+
+impl LastSync {
+    fn now() -> Self {
+        Self {
+            origin: std::time::Instant::now(),
+            millis: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn elapsed_millis(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn mark(&self) {
+        self.millis
+            .fetch_max(self.elapsed_millis(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn since(&self) -> Duration {
+        let then = self.millis.load(std::sync::atomic::Ordering::Relaxed);
+        Duration::from_millis(self.elapsed_millis().saturating_sub(then))
+    }
+}
+
 /// Issues and validates tokens.
 #[derive(Clone)]
 pub struct Tokens {
@@ -157,7 +187,7 @@ pub struct Tokens {
     clients: CutoffView,
     revocations: RevocationView,
     /// When the views last heard from the store (see [`Tokens::mark_synced`]).
-    synced: Arc<std::sync::Mutex<std::time::Instant>>,
+    synced: Arc<LastSync>,
     store: Store,
     clock: SharedClock,
     policy: TokenPolicy,
@@ -209,7 +239,7 @@ impl Tokens {
             users,
             clients,
             revocations: RevocationView::default(),
-            synced: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
+            synced: Arc::new(LastSync::now()),
             audit: AuditLog::new(store.clone(), clock.clone()),
             store,
             clock,

@@ -45,9 +45,6 @@ impl std::fmt::Debug for ClientRow {
 pub struct ClientStatusRow {
     /// The client id.
     pub client_id: String,
-    /// Tokens issued at or before this time are refused: they predate a
-    /// secret rotation or belong to an earlier client of the same id.
-    pub tokens_valid_after: i64,
     /// Scopes the client may request.
     pub scopes: Vec<String>,
 }
@@ -137,14 +134,13 @@ impl Store {
 
     /// The in-memory view of every client.
     pub async fn client_status_rows(&self) -> Result<Vec<ClientStatusRow>, StoreError> {
-        let rows = sqlx::query(clients_with_cutoff!())
+        let rows = sqlx::query("SELECT client_id, scopes FROM clients")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
             .map(|row| {
                 Ok(ClientStatusRow {
                     client_id: row.try_get("client_id")?,
-                    tokens_valid_after: row.try_get("tokens_valid_after")?,
                     scopes: parse_list(row, "scopes")?,
                 })
             })
@@ -152,9 +148,9 @@ impl Store {
     }
 
     /// Deletes a client and revokes the refresh tokens issued to it. Its
-    /// access tokens die twice over: servers refuse tokens of unknown
-    /// clients, and the id's cutoff moves to `now`, so registering the id
-    /// again does not revive them. Records `audit`.
+    /// access tokens die with it: the id's cutoff moves to `now` (on the
+    /// status change log too), so registering the id again does not revive
+    /// them. Records `audit`.
     pub async fn delete_client(
         &self,
         client_id: &str,

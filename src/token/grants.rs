@@ -140,25 +140,12 @@ impl Tokens {
     /// Records that the store was just reached and the views are current
     /// with it.
     pub fn mark_synced(&self) {
-        *self.synced.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+        self.synced.mark();
     }
 
     /// How long since the views last heard from the store.
     pub(super) fn staleness(&self) -> std::time::Duration {
-        self.synced
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .elapsed()
-    }
-
-    /// Entries in the status views: (user cutoffs, client cutoffs, revoked
-    /// `jti`s). Bounded by the changes of the last access-token lifetime.
-    pub fn status_entries(&self) -> (usize, usize, usize) {
-        (
-            self.users.log().len(),
-            self.clients.log().len(),
-            self.revocations.log().len(),
-        )
+        self.synced.since()
     }
 
     /// Deletes the refresh tokens of dead families (revoked, expired, past
