@@ -233,7 +233,7 @@ impl Request {
         // The strategies put the real password in fields; it must never be
         // echoed back (error descriptions are shown and logged by clients).
         prop_assert!(!text.contains(PASSWORD), "password echoed: {}", shown());
-        let lower = text.to_lowercase();
+        let lower = without_random_values(&text).to_lowercase();
         for internal in INTERNALS {
             prop_assert!(!lower.contains(internal), "{internal} leaked: {}", shown());
         }
@@ -849,6 +849,38 @@ fn key_import_pem() {
         }
         Ok(())
     });
+}
+
+/// The body with the values of freshly generated secrets and tokens left
+/// out: they are random base64url, and one in a few hundred thousand holds
+/// "sqlx" or "/src/" by chance (CI once saw `...XHSQlxx...`), which is no
+/// leak.
+fn without_random_values(text: &str) -> String {
+    const RANDOM: &[&str] = &["client_secret", "access_token", "refresh_token", "jti"];
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(mut fields)) => {
+            for name in RANDOM {
+                if fields.get(*name).is_some_and(Value::is_string) {
+                    fields.insert((*name).to_owned(), Value::from("(random)"));
+                }
+            }
+            Value::Object(fields).to_string()
+        }
+        _ => text.to_owned(),
+    }
+}
+
+#[test]
+fn random_secrets_are_not_taken_for_leaks_but_error_text_still_is() {
+    let minted =
+        r#"{"client_id":"svc","client_secret":"-u-tgqeR8yvVmSrRk17m6XHSQlxxEDAE531C8fd3J6I"}"#;
+    assert!(
+        !without_random_values(minted)
+            .to_lowercase()
+            .contains("sqlx")
+    );
+    let leaked = r#"{"error":"server_error","error_description":"sqlx: pool timed out"}"#;
+    assert!(without_random_values(leaked).contains("sqlx"));
 }
 
 /// Base64 in the 64-column lines PEM requires.
