@@ -331,15 +331,27 @@ impl AuditLog {
         entry.record_at(self.clock.now())
     }
 
-    /// Logs `entry` and stores it with one INSERT. A store failure is
+    /// Logs `entry` and stores it (in a group commit, see
+    /// [`Store::insert_audit`]). A store failure is
     /// logged, not returned: the log line stands, and refusing a login
     /// because the trail is down would turn an audit outage into an
     /// authentication outage.
     pub async fn record(&self, entry: Entry) {
+        // A failure is logged there; the action it records stands.
+        let _ = self.record_stored(entry).await;
+    }
+
+    /// Logs and stores `entry`, and says whether it was stored: for the
+    /// actions that must not happen unrecorded (issuing a token to a
+    /// client), which fail when their event cannot be kept.
+    pub async fn record_stored(&self, entry: Entry) -> Result<(), StoreError> {
         entry.log();
-        if let Err(err) = self.store.insert_audit(&self.prepare(&entry)).await {
-            tracing::error!(error = %err, audit = entry.event.as_str(), "audit event not stored");
-        }
+        self.store
+            .insert_audit(&self.prepare(&entry))
+            .await
+            .inspect_err(|err| {
+                tracing::error!(error = %err, audit = entry.event.as_str(), "audit event not stored");
+            })
     }
 
     /// One page of events matching `query`, newest first.

@@ -3,13 +3,53 @@
 //! Events that record a change are written by the change's own transaction
 //! ([`insert_audit_in`]), so the trail holds an event exactly when the change
 //! committed; events with no transaction of their own (a failed login, an
-//! issued token) are one plain INSERT ([`Store::insert_audit`]), never a
-//! read-then-write transaction that could meet `SQLITE_BUSY`.
+//! issued token) go through [`Store::insert_audit`], which commits them in
+//! groups: every event that arrives while one group is being written goes
+//! into the next, in one write-only transaction (never read-then-write, so
+//! it cannot meet `SQLITE_BUSY` on upgrade). Callers still wait for their
+//! own event's commit, so nothing is acknowledged before it is stored, but
+//! a burst of issued tokens costs one commit (one fsync) per group instead
+//! of one per token: SQLite has a single writer, and `client_credentials`
+//! at thousands per second would otherwise queue on it.
 
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
 use super::{Store, StoreError};
+
+/// Most events one group commit writes; the rest wait for the next.
+const MAX_GROUP: usize = 512;
+
+/// An event waiting for its group, and who waits for its commit.
+type Pending = (AuditRecord, oneshot::Sender<Result<(), StoreError>>);
+
+/// The events waiting for the next group commit, and the one writer.
+#[derive(Default)]
+pub(super) struct AuditGroups {
+    waiting: Mutex<Vec<Pending>>,
+    /// Held by the task writing a group: one group at a time, in order.
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for AuditGroups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditGroups").finish_non_exhaustive()
+    }
+}
+
+impl AuditGroups {
+    /// Takes up to `limit` of the oldest waiting events.
+    fn take(&self, limit: usize) -> Vec<Pending> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let split = waiting.len().min(limit);
+        let rest = waiting.split_off(split);
+        std::mem::replace(&mut *waiting, rest)
+    }
+}
 
 /// An event to append (the store assigns its id).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,10 +144,61 @@ pub(super) async fn insert_audits_in(
 }
 
 impl Store {
-    /// Appends one event with a single INSERT (autocommit).
+    /// Appends one event, committed with whatever other events are waiting
+    /// (see the module's comment); returns once it is stored.
     pub async fn insert_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        insert_audit_in(&mut conn, record).await
+        let (done, committed) = oneshot::channel();
+        self.audit_groups
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((record.clone(), done));
+        let writer = Arc::clone(&self.audit_groups.writer).lock_owned().await;
+        // Nothing waiting means an earlier group took this event along.
+        let group = self.audit_groups.take(MAX_GROUP);
+        if !group.is_empty() {
+            // The group is written by its own task, which holds the writer:
+            // a caller that gives up (its client left) cancels nothing.
+            let store = self.clone();
+            // It goes on while events wait, so one queued by a caller that
+            // gave up while waiting for the writer is never left behind.
+            tokio::spawn(async move {
+                let _writer = writer;
+                let mut group = group;
+                while !group.is_empty() {
+                    store.commit_audit_group(group).await;
+                    group = store.audit_groups.take(MAX_GROUP);
+                }
+            });
+        }
+        committed
+            .await
+            .unwrap_or(Err(StoreError::Unavailable(sqlx::Error::WorkerCrashed)))
+    }
+
+    /// Writes `group` in one transaction; if that fails, event by event,
+    /// so each caller hears its own event's fate.
+    async fn commit_audit_group(&self, group: Vec<Pending>) {
+        let records: Vec<AuditRecord> = group.iter().map(|(r, _)| r.clone()).collect();
+        let together = async {
+            let mut tx = self.pool.begin().await?;
+            insert_audits_in(&mut tx, &records).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(())
+        };
+        if together.await.is_ok() {
+            for (_, done) in group {
+                let _ = done.send(Ok(()));
+            }
+            return;
+        }
+        for (record, done) in group {
+            let alone = async {
+                let mut conn = self.pool.acquire().await?;
+                insert_audit_in(&mut conn, &record).await
+            };
+            let _ = done.send(alone.await);
+        }
     }
 
     /// Up to `limit` events matching `filter`: newest first, or oldest

@@ -26,6 +26,7 @@ pub use users::{UserChange, UserRow};
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -178,6 +179,8 @@ pub struct Store {
     backend: Backend,
     /// Where a PostgreSQL change listener connects; `None` on SQLite.
     listen_url: Option<String>,
+    /// Stand-alone audit events waiting for their group commit.
+    audit_groups: Arc<audit::AuditGroups>,
 }
 
 impl Store {
@@ -203,6 +206,7 @@ impl Store {
             pool,
             backend,
             listen_url,
+            audit_groups: Arc::default(),
         };
         store.migrate().await?;
         Ok(store)

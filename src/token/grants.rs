@@ -201,7 +201,9 @@ impl Tokens {
             "grant=client_credentials jti={} scope={}",
             claims.jti, claims.scope
         ));
-        self.audit.record(entry).await;
+        // No token leaves without its event in the trail: a store that
+        // cannot take the event answers 503, as a grant that writes would.
+        self.audit.record_stored(entry).await?;
         Ok(IssuedTokens {
             access_token,
             expires_in: self.policy.access_ttl.as_secs(),
