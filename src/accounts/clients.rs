@@ -6,11 +6,23 @@
 //! hash is enough for a generated high-entropy secret (PERFORMANCE.md), and
 //! keeps client authentication cheap. Calls `store`; never imports `http`,
 //! `cli` or `token`.
+//!
+//! Authentication reads the client from a bounded in-memory cache
+//! ([`ClientCache`]) filled from the store on first use. Every change that
+//! can make a cached client wrong (secret rotation, deletion, and so a
+//! re-registration under the same id) records a client cutoff in the
+//! status log; the cutoff view's generation moving drops the cache, on this
+//! instance at once and on the others when they follow the log (well
+//! under a second on PostgreSQL, the poll interval on SQLite), the same
+//! bound as for the tokens those changes refuse. Client ids are not
+//! secrets (RFC 6749 §2.2), so a cached client answering faster than an
+//! unknown id tells nothing that must be hidden; the secret is compared in
+//! constant time either way.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use arc_swap::ArcSwap;
 use base64::Engine as _;
@@ -33,6 +45,9 @@ const MAX_SCOPES: usize = 32;
 const MAX_AUDIENCE_CHARS: usize = 256;
 /// Presented secrets longer than this are refused before hashing.
 const MAX_SECRET_BYTES: usize = 512;
+/// Clients kept in the authentication cache; past it, one is dropped for
+/// each added (about 300 bytes each).
+const MAX_CACHED_CLIENTS: usize = 10_000;
 
 /// Errors of client operations. Display texts are safe to show clients.
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +253,85 @@ impl ClientView {
     }
 }
 
+/// Registered clients as last read from the store, with their secret
+/// hashes, for [`Clients::authenticate`] (see the module's comment).
+#[derive(Clone)]
+struct ClientCache {
+    entries: Arc<RwLock<HashMap<String, Cached>>>,
+    /// Moves whenever a client cutoff is applied: what was cached before
+    /// is no longer trusted.
+    changes: CutoffView,
+}
+
+#[derive(Clone)]
+struct Cached {
+    client: Client,
+    secret_hash: [u8; 32],
+    /// The cutoff view's generation when the row was read.
+    generation: u64,
+}
+
+impl Cached {
+    /// Whether `presented` (a secret's SHA-256) is this client's, in
+    /// constant time.
+    fn matches(&self, presented: &[u8; 32]) -> bool {
+        self.secret_hash.ct_eq(presented).into()
+    }
+}
+
+impl ClientCache {
+    fn new(changes: CutoffView) -> Self {
+        Self {
+            entries: Arc::default(),
+            changes,
+        }
+    }
+
+    /// The cached client, unless a client change was applied since it was
+    /// read.
+    fn get(&self, client_id: &str) -> Option<Cached> {
+        let generation = self.changes.log().generation();
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(client_id)
+            .filter(|c| c.generation == generation)
+            .cloned()
+    }
+
+    /// Reads the client from the store and caches it (with the generation
+    /// seen *before* the read, so a change applied meanwhile makes the
+    /// entry stale rather than lost).
+    async fn load(&self, store: &Store, client_id: &str) -> Result<Option<Cached>, ClientError> {
+        let generation = self.changes.log().generation();
+        let Some(row) = store.find_client(client_id).await? else {
+            return Ok(None);
+        };
+        let secret_hash = B64
+            .decode(&row.secret_hash)
+            .ok()
+            .and_then(|h| <[u8; 32]>::try_from(h).ok())
+            .ok_or_else(|| {
+                ClientError::Store(StoreError::Corrupt(format!(
+                    "secret hash of client {client_id}"
+                )))
+            })?;
+        let cached = Cached {
+            client: row.try_into()?,
+            secret_hash,
+            generation,
+        };
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= MAX_CACHED_CLIENTS && !entries.contains_key(client_id) {
+            let evicted = entries.keys().next().cloned();
+            if let Some(evicted) = evicted {
+                entries.remove(&evicted);
+            }
+        }
+        entries.insert(client_id.to_owned(), cached.clone());
+        Ok(Some(cached))
+    }
+}
+
 /// Client operations.
 #[derive(Clone)]
 pub struct Clients {
@@ -245,6 +339,7 @@ pub struct Clients {
     clock: SharedClock,
     view: ClientView,
     cutoffs: CutoffView,
+    cache: ClientCache,
     /// How long a client's cutoff is kept (access-token lifetime + leeway).
     cutoff_retention: i64,
     audit: AuditLog,
@@ -256,13 +351,15 @@ impl Clients {
     /// kept `cutoff_retention` (access-token lifetime + leeway). Changes are
     /// audited as made by [`Actor::system`] until [`Clients::acting`].
     pub fn new(store: Store, clock: SharedClock, cutoff_retention: std::time::Duration) -> Self {
+        let cutoffs = CutoffView::clients();
         Self {
             cutoff_retention: super::seconds(cutoff_retention),
             audit: AuditLog::new(store.clone(), clock.clone()),
             store,
             clock,
             view: ClientView::default(),
-            cutoffs: CutoffView::clients(),
+            cache: ClientCache::new(cutoffs.clone()),
+            cutoffs,
             actor: Actor::system(),
         }
     }
@@ -359,29 +456,29 @@ impl Clients {
         Ok((row.try_into()?, secret))
     }
 
-    /// Checks a client's credentials in constant time. Unknown client and
+    /// Checks a client's credentials in constant time, from the cache when
+    /// it holds the client and the secret matches. Anything else (not
+    /// cached, or a secret other than the cached one, which may have been
+    /// rotated on another instance a moment ago) is checked against the
+    /// store, so a new secret works everywhere at once. Unknown client and
     /// wrong secret both give [`ClientError::InvalidCredentials`].
     pub async fn authenticate(
         &self,
         credentials: &ClientCredentials,
     ) -> Result<Client, ClientError> {
         let secret = credentials.secret.expose_secret();
-        let row = if validate_client_id(&credentials.id).is_ok() && secret.len() <= MAX_SECRET_BYTES
+        if validate_client_id(&credentials.id).is_err() || secret.len() > MAX_SECRET_BYTES {
+            return Err(ClientError::InvalidCredentials);
+        }
+        let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        if let Some(cached) = self.cache.get(&credentials.id)
+            && cached.matches(&presented)
         {
-            self.store.find_client(&credentials.id).await?
-        } else {
-            None
-        };
-        let presented = Sha256::digest(secret.as_bytes());
-        // An unknown client is compared against a hash nothing matches, so
-        // both failures take the same path.
-        let stored = row
-            .as_ref()
-            .and_then(|r| B64.decode(&r.secret_hash).ok())
-            .unwrap_or_else(|| vec![0u8; 32]);
-        let matches: bool = presented.as_slice().ct_eq(&stored).into();
-        match row {
-            Some(row) if matches => row.try_into(),
+            return Ok(cached.client);
+        }
+        match self.cache.load(&self.store, &credentials.id).await? {
+            Some(loaded) if loaded.matches(&presented) => Ok(loaded.client),
+            // Unknown client and wrong secret: both cost one store read.
             _ => Err(ClientError::InvalidCredentials),
         }
     }

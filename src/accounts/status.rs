@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
@@ -22,6 +23,9 @@ use crate::store::{ChangeKind, StatusEntry, Store, StoreError};
 pub struct StatusView {
     kind: ChangeKind,
     inner: Arc<ArcSwap<Entries>>,
+    /// Counts the changes applied (not the prunes), so what was read from
+    /// the store about these subjects can tell it may be out of date.
+    generation: Arc<AtomicU64>,
 }
 
 #[derive(Default, Clone)]
@@ -43,7 +47,16 @@ impl StatusView {
         Self {
             kind,
             inner: Arc::default(),
+            generation: Arc::default(),
         }
+    }
+
+    /// Grows with every change applied to the view (this instance's own
+    /// and the log's), never with a prune: a cache of what the store said
+    /// about these subjects is current while this has not moved since it
+    /// was read.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The newest `at` recorded for `subject`.
@@ -85,6 +98,9 @@ impl StatusView {
                 merge(&mut e.at, entry);
             }
         });
+        if !entries.is_empty() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// Forgets entries whose `until` is at or before `now`: they can no
@@ -103,6 +119,9 @@ impl StatusView {
             }
             e.version = e.version.max(changes.version);
         });
+        if !changes.entries.is_empty() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
         Ok(())
     }
 }
