@@ -1,6 +1,11 @@
-//! Password hashing: argon2id at OWASP parameters, on blocking threads behind
-//! a semaphore, so a login flood queues here instead of starving the reactor
-//! (and with it the JWKS and token verification).
+//! Password hashing: argon2id at OWASP parameters, on threads of its own
+//! behind a semaphore, so a login flood queues here instead of starving the
+//! reactor (and with it the JWKS and token verification). The hashing
+//! threads run [`HASHING_NICE`] steps below the process's priority: when a
+//! reactor thread wakes for a request, the scheduler gives it the core at
+//! once instead of letting a 20-40 ms hash finish its slice, so the JWKS
+//! tail holds during a login flood, and hashes still get every cycle
+//! nothing else wants.
 //!
 //! The permit travels into the blocking job, so a request dropped by its
 //! client (connect, send, close) keeps its slot until the hash it started
@@ -8,13 +13,14 @@
 //! is bounded too: past `concurrency + queue` admitted hashes, callers get
 //! [`HashError::Busy`] at once (503 with `Retry-After`).
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use secrecy::{ExposeSecret as _, SecretString};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 
 /// Hashing could not run; never a wrong password. Each variant keeps its
 /// cause as the error's source.
@@ -29,9 +35,12 @@ pub enum HashError {
     /// The hashing pool was shut down.
     #[error("password hashing failed: the hashing pool is closed")]
     Closed(#[from] tokio::sync::AcquireError),
-    /// The blocking worker panicked or was cancelled.
+    /// The hashing thread panicked on this hash.
     #[error("password hashing failed: the hashing worker died")]
-    Worker(#[from] tokio::task::JoinError),
+    Worker(#[from] oneshot::error::RecvError),
+    /// The hashing threads could not be started.
+    #[error("password hashing failed: cannot start the hashing threads")]
+    Threads(#[source] std::io::Error),
     /// The hashing queue is full; retry shortly.
     #[error("the server is busy checking passwords; retry shortly")]
     Busy,
@@ -41,6 +50,62 @@ pub enum HashError {
 /// enough for a burst of honest logins, shallow enough that a waiter gets
 /// an answer within about a second (argon2 takes ~20-40 ms here).
 const QUEUE_PER_THREAD: usize = 32;
+
+/// How many steps of `nice` below the process the hashing threads run.
+/// CFS weights a nice-10 thread 110 against 1024 for the reactor's: a
+/// tenth of a contended core, all of an idle one.
+pub const HASHING_NICE: i32 = 10;
+
+/// A hash (or a test's stand-in) for a hashing thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The threads that run nothing but hashes; they end when the last
+/// [`PasswordHasher`] clone is dropped.
+struct HashThreads {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl HashThreads {
+    fn start(count: usize) -> Result<Self, HashError> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..count {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("keyturn-argon2-{n}"))
+                .spawn(move || {
+                    lower_this_threads_priority();
+                    loop {
+                        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(job) = next else { return };
+                        // A panicking job loses its own answer (its caller
+                        // hears `Worker`), not the thread.
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+                    }
+                })
+                .map_err(HashError::Threads)?;
+        }
+        Ok(Self { jobs })
+    }
+}
+
+/// Moves the calling thread [`HASHING_NICE`] steps down (never up: that
+/// would need privileges), and says so if the system refuses.
+#[cfg(target_os = "linux")]
+fn lower_this_threads_priority() {
+    use rustix::process::{getpriority_process, setpriority_process};
+    // Linux keeps a nice value per thread, addressed by its thread id.
+    let me = Some(rustix::thread::gettid());
+    let lowered = getpriority_process(me)
+        .and_then(|now| setpriority_process(me, (now + HASHING_NICE).min(19)));
+    if let Err(err) = lowered {
+        tracing::warn!(error = %err, "hashing thread runs at the reactor's priority");
+    }
+}
+
+/// Elsewhere `setpriority` would lower the whole process: left alone.
+#[cfg(not(target_os = "linux"))]
+fn lower_this_threads_priority() {}
 
 /// Live counters of the hashing pool (for `/metrics` and tests).
 #[derive(Debug, Default)]
@@ -108,6 +173,7 @@ pub struct PasswordHasher {
     concurrency: usize,
     queue: usize,
     load: Arc<HashLoad>,
+    threads: Arc<HashThreads>,
     /// Verified against when the user does not exist, so unknown users cost
     /// the same time as wrong passwords.
     dummy_hash: Arc<String>,
@@ -131,6 +197,7 @@ impl PasswordHasher {
             concurrency,
             queue,
             load: Arc::default(),
+            threads: Arc::new(HashThreads::start(concurrency)?),
             dummy_hash: Arc::new(dummy),
         })
     }
@@ -189,14 +256,18 @@ impl PasswordHasher {
         let admitted = self.admit()?;
         let permit = Arc::clone(&self.permits).acquire_owned().await?;
         let load = Arc::clone(&self.load);
+        let (answer, answered) = oneshot::channel();
         // Permit and slot live in the job: if this future is dropped (the
         // client went away), they are held until the hash really ends.
-        let job = tokio::task::spawn_blocking(move || {
+        // There are as many threads as permits, so a job never waits here.
+        let job: Job = Box::new(move || {
             let _held = (permit, admitted);
             let _running = Running::start(load);
-            work()
+            let _ = answer.send(work());
         });
-        Ok(job.await?)
+        // Sending fails only with every thread gone: `answered` says so.
+        let _ = self.threads.jobs.send(job);
+        Ok(answered.await?)
     }
 
     /// Takes a slot among the admitted hashes, or refuses when the queue is
@@ -263,7 +334,34 @@ mod tests {
         let dies = || -> u8 { panic!("worker died") };
         let err = hasher.run(dies).await.unwrap_err();
         assert!(matches!(err, HashError::Worker(_)), "{err:?}");
-        assert!(err.source().is_some(), "the join error is kept");
+        assert!(err.source().is_some(), "the channel's error is kept");
+        assert!(hasher.run(|| 7).await.is_ok(), "the thread survived");
+    }
+
+    /// The nice value of the calling thread (field 19 of its stat line).
+    #[cfg(target_os = "linux")]
+    fn nice_of_this_thread() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after_name = stat.rsplit(')').next().unwrap();
+        after_name
+            .split_whitespace()
+            .nth(16)
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashes_run_below_the_reactors_priority() {
+        let hasher = PasswordHasher::owasp().unwrap();
+        let reactor = nice_of_this_thread();
+        let hashing = hasher.run(nice_of_this_thread).await.unwrap();
+        assert_eq!(
+            hashing,
+            (reactor + HASHING_NICE).min(19),
+            "reactor at {reactor}"
+        );
     }
 
     #[tokio::test]
