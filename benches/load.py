@@ -129,12 +129,13 @@ def rss_mib(pid: int) -> float:
 
 
 def command_output(argv: list[str], cwd: str = REPO) -> str:
+    """The first line a command prints (stdout, else stderr), or "unknown"."""
     try:
         done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
-    return (done.stdout.strip() or done.stderr.strip()).splitlines()[0] if (
-        done.stdout.strip() or done.stderr.strip()) else "unknown"
+    text = done.stdout.strip() or done.stderr.strip()
+    return text.splitlines()[0] if text else "unknown"
 
 
 class Processes:
@@ -559,8 +560,8 @@ def collect(proc: subprocess.Popen, name: str) -> dict:
 class Runner:
     """Runs steps (wrk loads at the same time), records RSS after each."""
 
-    def __init__(self, procs: Processes, workdir: str, duration: float) -> None:
-        self.procs, self.workdir, self.duration = procs, workdir, duration
+    def __init__(self, procs: Processes, workdir: str) -> None:
+        self.procs, self.workdir = procs, workdir
         self.results: dict[str, dict] = {}
 
     def step(self, label: str, *loads: tuple[Keyturn | None, Load]) -> list[dict]:
@@ -762,7 +763,7 @@ def cells(row: Row) -> list[str]:
     counts = [str(r["non_2xx"]), str(r["errors"] + r["empty"])] if r else ["", ""]
     return [row.label, num(rps, 0), num(r["p50_ms"] if r else None, 2),
             num(r["p99_ms"] if r else None, 2), num(rss, 1), *counts,
-            num(row.ratio, 2) if row.ratio is not None else row.note, row.target, verdict]
+            num(row.ratio, 2), row.target or row.note, verdict]
 
 
 def text_table(rows: list[Row]) -> str:
@@ -824,7 +825,7 @@ def report(rows: list[Row], meta: dict) -> str:
         "",
         f"- machine: {m['nproc']} cores ({m['cpu']}), Linux {m['kernel']}; load average "
         f"{meta['load_before']} before, {meta['load_after']} after (1, 5, 15 min)",
-        f"- versions: keyturn {v['keyturn']}, {v['rustc']}, {v['wrk']}, nginx {v['nginx']}, "
+        f"- versions: keyturn {v['keyturn']}, {v['rustc']}, {v['wrk']}, {v['nginx']}, "
         f"{v['postgres']}",
         f"- wrk -t1, {meta['connections']} connections ({meta['refresh_connections']} for "
         f"refresh_token, {meta['login_connections']} for /login, {meta['probe_connections']} "
@@ -849,8 +850,8 @@ def write_docs(text: str, path: str = DOCS) -> None:
         doc = before + block + after
     else:
         doc = (doc.rstrip() + "\n\n## Latest `benches/load.py` run\n\n"
-               "Written by `python3 benches/load.py` (everything between the markers is "
-               "replaced on each run; `--no-write` leaves it alone).\n\n" + block + "\n")
+               "Written by `python3 benches/load.py`: everything between the markers\n"
+               "is replaced on each run (`--no-write` leaves it alone).\n\n" + block + "\n")
     with open(path, "w") as f:
         f.write(doc)
 
@@ -918,6 +919,8 @@ SCALE_QUERIES = {
     "login: find_user": ("SELECT id, username, password_hash, roles, disabled, "
                          "tokens_valid_after, created_at, updated_at FROM users WHERE username = ?",
                          ("scale0000001",)),
+    "login: throttle reservation": (
+        "SELECT window_start, failures FROM login_throttle WHERE name_key = ?", ("x",)),
     "login: live families of the user": (
         "SELECT f.family_id FROM refresh_families f WHERE f.user_id = ? "
         "AND f.revoked_at IS NULL AND f.last_expires_at > ? AND f.created_at > ? "
@@ -1109,7 +1112,7 @@ def main() -> int:
         print(f"  crypto limit (sign_rate, {args.sign_seconds:.0f} s per algorithm) ...",
               flush=True)
         crypto = crypto_limit(sign_rate, args.sign_seconds)
-        run = Runner(procs, workdir, args.duration)
+        run = Runner(procs, workdir)
         run_steps(run, args, rs, ed, pg, nginx_port, seeds)
         scale = scale_phase(procs, run, args, rs, seeds) if args.scale else None
         for kt in filter(None, (rs, ed, pg)):
