@@ -809,7 +809,9 @@ def machine() -> dict[str, str]:
 
 def versions() -> dict[str, str]:
     commit = command_output(["git", "rev-parse", "--short=12", "HEAD"])
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+    # Changes to what goes into the binaries, not to docs or scripts.
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                            "src", "examples", "Cargo.toml", "Cargo.lock"], cwd=REPO,
                            capture_output=True, text=True).stdout.strip()
     return {"keyturn": commit + (" (uncommitted changes)" if dirty else ""),
             "rustc": command_output(["rustc", "-V"]),
