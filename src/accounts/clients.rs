@@ -466,21 +466,33 @@ impl Clients {
         &self,
         credentials: &ClientCredentials,
     ) -> Result<Client, ClientError> {
+        if let Some(client) = self.authenticate_cached(credentials) {
+            return Ok(client);
+        }
         let secret = credentials.secret.expose_secret();
         if validate_client_id(&credentials.id).is_err() || secret.len() > MAX_SECRET_BYTES {
             return Err(ClientError::InvalidCredentials);
         }
         let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        if let Some(cached) = self.cache.get(&credentials.id)
-            && cached.matches(&presented)
-        {
-            return Ok(cached.client);
-        }
         match self.cache.load(&self.store, &credentials.id).await? {
             Some(loaded) if loaded.matches(&presented) => Ok(loaded.client),
             // Unknown client and wrong secret: both cost one store read.
             _ => Err(ClientError::InvalidCredentials),
         }
+    }
+
+    /// The client, if the cache holds it and `credentials` carry its
+    /// secret (compared in constant time); `None` says only that the store
+    /// must be asked. No I/O: a correct secret presented for a cached
+    /// client needs no throttle (see `ClientAuthThrottle`).
+    pub fn authenticate_cached(&self, credentials: &ClientCredentials) -> Option<Client> {
+        let secret = credentials.secret.expose_secret();
+        if secret.len() > MAX_SECRET_BYTES {
+            return None;
+        }
+        let cached = self.cache.get(&credentials.id)?;
+        let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        cached.matches(&presented).then_some(cached.client)
     }
 
     /// Every client.

@@ -108,6 +108,44 @@ async fn concurrent_bad_client_authentications_evaluate_at_most_five() {
     assert_eq!(body["error"], "too_many_requests");
 }
 
+/// One client id used by many concurrent callers with its right secret (a
+/// gateway's workers) is never throttled, even while someone guesses at
+/// the same id: the throttle counts guesses, not busy clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_busy_client_with_its_right_secret_is_never_throttled() {
+    let app = spawn_app().await;
+    let secret = app.create_client("gateway", &["read"]).await;
+    // Someone else fails for this id until it is locked.
+    for _ in 0..6 {
+        let response = app.client_credentials("gateway", "wrong", None).await;
+        assert!([401, 429].contains(&response.status().as_u16()));
+    }
+    // The client itself, once known to this instance...
+    app.client_token("gateway", &secret).await;
+    // ...makes 64 calls at once: every one gets a token.
+    let burst = (0..64)
+        .map(|_| {
+            let (client, url, secret) =
+                (app.client.clone(), app.url("/oauth/token"), secret.clone());
+            tokio::spawn(async move {
+                let request = client
+                    .post(url)
+                    .form(&[("grant_type", "client_credentials")]);
+                request
+                    .basic_auth("gateway", Some(secret))
+                    .send()
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let answers = statuses(burst).await;
+    assert_eq!(count(&answers, 200), 64, "{answers:?}");
+    // The guesser is still locked out.
+    let response = app.client_credentials("gateway", "wrong", None).await;
+    assert_eq!(response.status(), 429);
+}
+
 /// `/oauth/introspect` as client `id` with a wrong secret, optionally
 /// through a proxy that saw `forwarded`.
 async fn introspect_as(app: &TestApp, id: &str, forwarded: Option<&str>) -> reqwest::Response {
