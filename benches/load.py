@@ -1075,6 +1075,18 @@ def seed_all(args, rs: Keyturn, ed: Keyturn, pg: Keyturn | None) -> dict:
     return seeds
 
 
+def without_machine_path(arg: str) -> str:
+    """An argument as the docs may show it: a path inside the checkout
+    becomes relative, one outside it (a binary in another target dir, a
+    JSON file) its file name under a placeholder, so docs/benchmarks.md
+    names no machine's paths."""
+    if not os.path.isabs(arg):
+        return arg
+    if arg.startswith(os.getcwd() + os.sep):
+        return os.path.relpath(arg)
+    return "<path>/" + os.path.basename(arg)
+
+
 def main() -> int:
     args = parse_args()
 
@@ -1088,7 +1100,7 @@ def main() -> int:
     workdir = tempfile.mkdtemp(prefix="keyturn-load-")
     os.chmod(workdir, 0o711)  # traversable (for nginx workers), not listable
     pg_admin, pg_db = None, None
-    command = shlex.join(["python3", "benches/load.py", *sys.argv[1:]])
+    command = shlex.join(["python3", "benches/load.py", *map(without_machine_path, sys.argv[1:])])
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": command,
             "load_before": loadavg(), "machine": machine(), "duration": args.duration,
             "connections": args.connections, "refresh_connections": args.refresh_connections,
