@@ -466,14 +466,15 @@ impl Clients {
         &self,
         credentials: &ClientCredentials,
     ) -> Result<Client, ClientError> {
-        if let Some(client) = self.authenticate_cached(credentials) {
+        let Some(presented) = presented_hash(credentials) else {
+            return Err(ClientError::InvalidCredentials);
+        };
+        if let Some(client) = self.cached_match(&credentials.id, &presented) {
             return Ok(client);
         }
-        let secret = credentials.secret.expose_secret();
-        if validate_client_id(&credentials.id).is_err() || secret.len() > MAX_SECRET_BYTES {
+        if validate_client_id(&credentials.id).is_err() {
             return Err(ClientError::InvalidCredentials);
         }
-        let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
         match self.cache.load(&self.store, &credentials.id).await? {
             Some(loaded) if loaded.matches(&presented) => Ok(loaded.client),
             // Unknown client and wrong secret: both cost one store read.
@@ -486,13 +487,12 @@ impl Clients {
     /// must be asked. No I/O: a correct secret presented for a cached
     /// client needs no throttle (see `ClientAuthThrottle`).
     pub fn authenticate_cached(&self, credentials: &ClientCredentials) -> Option<Client> {
-        let secret = credentials.secret.expose_secret();
-        if secret.len() > MAX_SECRET_BYTES {
-            return None;
-        }
-        let cached = self.cache.get(&credentials.id)?;
-        let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        cached.matches(&presented).then_some(cached.client)
+        self.cached_match(&credentials.id, &presented_hash(credentials)?)
+    }
+
+    fn cached_match(&self, client_id: &str, presented: &[u8; 32]) -> Option<Client> {
+        let cached = self.cache.get(client_id)?;
+        cached.matches(presented).then_some(cached.client)
     }
 
     /// Every client.
@@ -542,6 +542,13 @@ impl Clients {
             tracing::warn!(error = %err, "could not refresh the client view");
         }
     }
+}
+
+/// SHA-256 of the presented secret, hashed once per authentication; `None`
+/// for a secret too long to be one of ours (refused before hashing).
+fn presented_hash(credentials: &ClientCredentials) -> Option<[u8; 32]> {
+    let secret = credentials.secret.expose_secret();
+    (secret.len() <= MAX_SECRET_BYTES).then(|| Sha256::digest(secret.as_bytes()).into())
 }
 
 /// What the store keeps of a secret: base64url SHA-256.

@@ -116,20 +116,7 @@ pub(super) async fn insert_audit_in(
     conn: &mut sqlx::AnyConnection,
     record: &AuditRecord,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO audit_events (occurred_at, event, actor, subject, client_ip, outcome, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(record.occurred_at)
-    .bind(&record.event)
-    .bind(&record.actor)
-    .bind(&record.subject)
-    .bind(record.client_ip.clone())
-    .bind(&record.outcome)
-    .bind(&record.detail)
-    .execute(conn)
-    .await?;
-    Ok(())
+    insert_audits_in(conn, std::slice::from_ref(record)).await
 }
 
 /// Appends every record of `records` on `conn`.
