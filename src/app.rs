@@ -455,10 +455,15 @@ impl Application {
         let _background = self.background;
         // Slow clients are bounded per request (headers and body); idle
         // keep-alive connections are closed after a minute.
-        poem::Server::new_with_acceptor(crate::http::SlowClientGuard::new(self.acceptor))
-            .idle_timeout(Duration::from_secs(60))
-            .run_with_graceful_shutdown(self.endpoint, shutdown, Some(Duration::from_secs(10)))
-            .await
+        let served =
+            poem::Server::new_with_acceptor(crate::http::SlowClientGuard::new(self.acceptor))
+                .idle_timeout(Duration::from_secs(60))
+                .run_with_graceful_shutdown(self.endpoint, shutdown, Some(Duration::from_secs(10)))
+                .await;
+        // Events queued by the last requests reach the trail before exit
+        // (bounded: a store that is down has had its say in the log).
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.services.audit.flush()).await;
+        served
     }
 }
 

@@ -201,9 +201,12 @@ impl Tokens {
             "grant=client_credentials jti={} scope={}",
             claims.jti, claims.scope
         ));
-        // No token leaves without its event in the trail: a store that
-        // cannot take the event answers 503, as a grant that writes would.
-        self.audit.record_stored(entry).await?;
+        // No token leaves without its event logged and queued for the
+        // trail (written within one group commit, docs/decisions.md); a
+        // trail that is failing or behind makes the grant wait for the
+        // commit, and a store that cannot take the event answers 503, as
+        // a grant that writes would.
+        self.audit.record_queued(entry).await?;
         Ok(IssuedTokens {
             access_token,
             expires_in: self.policy.access_ttl.as_secs(),
