@@ -12,9 +12,10 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 
@@ -29,6 +30,12 @@ const MAX_HEADER_BYTES: usize = 2048;
 pub struct VerificationKey {
     key: DecodingKey,
     alg: Algorithm,
+    /// The key parsed once, for RS256 and EdDSA. `jsonwebtoken::crypto::verify`
+    /// copies the key, builds it again (for RSA: the modulus and its
+    /// Montgomery constants) and boxes a verifier for every token; this is
+    /// parsed when the key set loads, which keeps a token check to the
+    /// signature itself (docs/benchmarks.md, "Where the time goes").
+    parsed: Option<Arc<ParsedPublicKey>>,
 }
 
 impl VerificationKey {
@@ -36,12 +43,33 @@ impl VerificationKey {
     /// with an HMAC algorithm never verifies anything: a [`Validator`] refuses
     /// HMAC tokens before it looks a key up.
     pub fn new(key: DecodingKey, alg: Algorithm) -> Self {
-        Self { key, alg }
+        let parsed = parse_once(&key, alg).map(Arc::new);
+        Self { key, alg, parsed }
     }
 
     /// The only algorithm tokens under this key may use.
     pub fn algorithm(&self) -> Algorithm {
         self.alg
+    }
+}
+
+/// The aws-lc key for `key`, for the algorithms keyturn signs with; `None`
+/// (the generic path) for the others and for a key aws-lc refuses, which
+/// then fails at verification as it always did.
+fn parse_once(key: &DecodingKey, alg: Algorithm) -> Option<ParsedPublicKey> {
+    match (alg, key.kind()) {
+        (Algorithm::RS256, DecodingKeyKind::RsaModulusExponent { n, e }) => {
+            RsaPublicKeyComponents { n, e }
+                .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
+                .ok()
+        }
+        (Algorithm::RS256, DecodingKeyKind::SecretOrDer(der)) => {
+            ParsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, der).ok()
+        }
+        (Algorithm::EdDSA, DecodingKeyKind::SecretOrDer(raw)) => {
+            ParsedPublicKey::new(&signature::ED25519, raw).ok()
+        }
+        _ => None,
     }
 }
 
@@ -199,8 +227,23 @@ impl Validator {
         if key.alg != alg {
             return Err(VerifyError::DisallowedAlgorithm);
         }
-        match jsonwebtoken::crypto::verify(parts.signature, parts.message.as_bytes(), &key.key, alg)
-        {
+        let verified = match &key.parsed {
+            Some(parsed) => {
+                let signature = URL_SAFE_NO_PAD
+                    .decode(parts.signature)
+                    .map_err(|_| VerifyError::Malformed("signature is not base64url"))?;
+                Ok(parsed
+                    .verify_sig(parts.message.as_bytes(), &signature)
+                    .is_ok())
+            }
+            None => jsonwebtoken::crypto::verify(
+                parts.signature,
+                parts.message.as_bytes(),
+                &key.key,
+                alg,
+            ),
+        };
+        match verified {
             Ok(true) => {}
             Ok(false) => return Err(VerifyError::BadSignature),
             Err(e) => {
@@ -338,4 +381,70 @@ fn decode_header(encoded: &str) -> Result<Vec<u8>, VerifyError> {
 fn parse_header(bytes: &[u8]) -> Result<Header<'_>, VerifyError> {
     serde_json::from_slice(bytes)
         .map_err(|_| VerifyError::Malformed("header is not the expected JSON"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verifier::tests::{TestKey, claims, rsa_key};
+
+    /// The keys keyturn signs with are parsed once, and the parsed path
+    /// gives jsonwebtoken's verdict on the signature for every variant of a
+    /// token: as signed, each byte of the signature flipped in turn (a
+    /// sample), signed by another key, and a signature cut short.
+    #[test]
+    fn preparsed_keys_agree_with_jsonwebtoken_on_every_signature() {
+        for (key, other) in [
+            (rsa_key(0), rsa_key(1)),
+            (TestKey::ed25519(), TestKey::ed25519()),
+        ] {
+            let decoding = DecodingKey::from_jwk(&key.jwk).unwrap();
+            let verification = VerificationKey::new(decoding.clone(), key.alg);
+            assert!(
+                verification.parsed.is_some(),
+                "{:?} is parsed once",
+                key.alg
+            );
+            let token = key.sign(&claims("https://issuer.example"));
+            let (message, signature) = token.rsplit_once('.').unwrap();
+            let raw = URL_SAFE_NO_PAD.decode(signature).unwrap();
+            let mut signatures = vec![signature.to_owned()];
+            for i in (0..raw.len()).step_by(7) {
+                let mut flipped = raw.clone();
+                flipped[i] ^= 0x01;
+                signatures.push(URL_SAFE_NO_PAD.encode(flipped));
+            }
+            let foreign = other.sign(&claims("https://issuer.example"));
+            signatures.push(foreign.rsplit_once('.').unwrap().1.to_owned());
+            signatures.push(URL_SAFE_NO_PAD.encode(&raw[..raw.len() - 1]));
+            for (n, signature) in signatures.iter().enumerate() {
+                let parts = Parts {
+                    header: message.split_once('.').unwrap().0,
+                    payload: message.split_once('.').unwrap().1,
+                    signature,
+                    message,
+                };
+                let generic =
+                    jsonwebtoken::crypto::verify(signature, message.as_bytes(), &decoding, key.alg)
+                        .unwrap();
+                assert_eq!(generic, n == 0, "only the signature as made verifies");
+                let validator = Validator::new(Policy {
+                    issuer: None,
+                    audiences: Vec::new(),
+                    leeway: 0,
+                    algorithms: vec![key.alg],
+                    required: Required(0),
+                    typ: None,
+                    max_token_bytes: 16 * 1024,
+                });
+                let ours = validator.check::<IgnoredAny>(&parts, key.alg, &verification, 0);
+                assert_eq!(
+                    !matches!(ours, Err(VerifyError::BadSignature)),
+                    generic,
+                    "{:?} signature {n}",
+                    key.alg
+                );
+            }
+        }
+    }
 }
