@@ -10,6 +10,7 @@
 mod grants;
 mod login;
 mod revocation;
+mod verified;
 
 pub use grants::{GrantError, Introspection};
 pub use login::{Login, LoginError};
@@ -30,6 +31,7 @@ use crate::clock::SharedClock;
 use crate::keys::{KeyError, KeyringHandle};
 use crate::store::{RefreshTokenRow, RevocationTimes, Store, StoreError};
 use crate::verifier::{BuildError, Claims, Validator, VerifierBuilder, VerifyError};
+use verified::VerifiedTokens;
 
 /// `client_id` of tokens issued by `POST /login`.
 pub const FIRST_PARTY_CLIENT: &str = FIRST_PARTY_CLIENT_ID;
@@ -197,6 +199,9 @@ pub struct Tokens {
     /// The same for any audience (introspection: a client's tokens may name
     /// its own API).
     any_audience: Validator,
+    /// Tokens that passed the check, so a token used again skips its
+    /// signature (see `token::verified`).
+    verified: Arc<VerifiedTokens>,
 }
 
 fn secs(d: Duration) -> i64 {
@@ -248,6 +253,7 @@ impl Tokens {
                 .audience([policy.audience.clone()])
                 .build_validator()?,
             any_audience: rules.danger_accept_any_audience().build_validator()?,
+            verified: Arc::default(),
             policy,
         })
     }
@@ -400,8 +406,30 @@ impl Tokens {
             &self.any_audience
         };
         let keyring = self.keyring.get();
-        let claims: Claims<ExtraClaims> = validator.validate(token, &*keyring, self.clock.now())?;
-        Ok(AccessClaims::try_from(claims)?)
+        let now = self.clock.now();
+        // Only a token the check could accept is worth hashing.
+        let key = (token.len() <= MAX_TOKEN_BYTES).then(|| VerifiedTokens::key(token));
+        if let Some(claims) = key
+            .as_ref()
+            .and_then(|key| self.verified.get(key, &keyring, check_audience))
+        {
+            // The same bytes passed before under this keyring: only time has
+            // moved since (the status is checked by the caller).
+            let time = |t: i64| u64::try_from(t).ok();
+            validator.check_times(
+                time(claims.exp),
+                time(claims.nbf),
+                time(claims.iat),
+                u64::try_from(now).unwrap_or(0),
+            )?;
+            return Ok(claims);
+        }
+        let claims: Claims<ExtraClaims> = validator.validate(token, &*keyring, now)?;
+        let claims = AccessClaims::try_from(claims)?;
+        if let Some(key) = key {
+            self.verified.insert(key, &keyring, check_audience, &claims);
+        }
+        Ok(claims)
     }
 
     /// Refused when revoked: the `jti` is on the revocation list, or the

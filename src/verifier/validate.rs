@@ -261,22 +261,7 @@ impl Validator {
         let claims: Claims<E> = serde_json::from_slice(&payload)
             .map_err(|_| VerifyError::Malformed("claims are not the expected JSON"))?;
         policy.required.check(&claims)?;
-        let leeway = policy.leeway;
-        if let Some(exp) = claims.exp
-            && now >= exp.saturating_add(leeway)
-        {
-            return Err(VerifyError::Expired);
-        }
-        if let Some(nbf) = claims.nbf
-            && nbf > now.saturating_add(leeway)
-        {
-            return Err(VerifyError::NotYetValid);
-        }
-        if let Some(iat) = claims.iat
-            && iat > now.saturating_add(leeway)
-        {
-            return Err(VerifyError::NotYetValid);
-        }
+        self.check_times(claims.exp, claims.nbf, claims.iat, now)?;
         if let Some(issuer) = &policy.issuer
             && claims.iss != *issuer
         {
@@ -291,6 +276,37 @@ impl Validator {
             return Err(VerifyError::WrongAudience);
         }
         Ok(claims)
+    }
+}
+
+impl Validator {
+    /// The time rules alone, at `now`: expired when `now >= exp + leeway`;
+    /// not yet valid when `nbf` or `iat` is later than `now + leeway`. Also
+    /// what the server re-checks for a token it has verified before.
+    pub(crate) fn check_times(
+        &self,
+        exp: Option<u64>,
+        nbf: Option<u64>,
+        iat: Option<u64>,
+        now: u64,
+    ) -> Result<(), VerifyError> {
+        let leeway = self.policy.leeway;
+        if let Some(exp) = exp
+            && now >= exp.saturating_add(leeway)
+        {
+            return Err(VerifyError::Expired);
+        }
+        if let Some(nbf) = nbf
+            && nbf > now.saturating_add(leeway)
+        {
+            return Err(VerifyError::NotYetValid);
+        }
+        if let Some(iat) = iat
+            && iat > now.saturating_add(leeway)
+        {
+            return Err(VerifyError::NotYetValid);
+        }
+        Ok(())
     }
 }
 

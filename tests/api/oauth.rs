@@ -448,6 +448,13 @@ async fn per_client_audience() {
     let info = app.introspect(&token, ("orders", &secret)).await;
     assert_eq!(info["active"], true);
     assert_eq!(info["aud"], "orders-api");
+    // Passing the any-audience check (and so being remembered as verified,
+    // token::verified) does not make it pass the own-audience one.
+    assert_eq!(
+        profile_status(&app, &token).await,
+        401,
+        "after introspection"
+    );
 }
 
 #[tokio::test]

@@ -221,6 +221,44 @@ async fn forged_and_broken_tokens_are_refused() {
     assert_eq!(app.get("/profile", Some(&good)).await.status(), 200);
 }
 
+/// A token the server has accepted is remembered as verified
+/// (token::verified): a copy differing in any one part is still checked in
+/// full, and the original keeps being accepted.
+#[tokio::test]
+async fn altered_copies_of_an_accepted_token_are_refused() {
+    let app = spawn_app().await;
+    let token = app.user_token("alice", &[]).await;
+    assert_eq!(app.get("/profile", Some(&token)).await.status(), 200);
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut claims = segment(&token, 1);
+    claims["roles"] = json!(["admin"]);
+    let elevated = format!(
+        "{}.{}.{}",
+        parts[0],
+        B64.encode(claims.to_string()),
+        parts[2]
+    );
+    let mut signature = B64.decode(parts[2]).unwrap();
+    signature[0] ^= 1;
+    let resigned = format!("{}.{}.{}", parts[0], parts[1], B64.encode(&signature));
+    let mut header = segment(&token, 0);
+    header["typ"] = json!("JWT");
+    let retyped = format!(
+        "{}.{}.{}",
+        B64.encode(header.to_string()),
+        parts[1],
+        parts[2]
+    );
+    for (altered, why) in [
+        (elevated, "payload changed"),
+        (resigned, "signature changed"),
+        (retyped, "header changed"),
+    ] {
+        assert_refused(&app, &altered, why).await;
+    }
+    assert_eq!(app.get("/profile", Some(&token)).await.status(), 200);
+}
+
 #[tokio::test]
 async fn tokens_expire_after_ttl_plus_leeway() {
     let app = spawn_app_with(&[("KEYTURN_ACCESS_TOKEN_TTL", "60s")]).await;
