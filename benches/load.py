@@ -632,6 +632,10 @@ def run_steps(run: Runner, args, rs: Keyturn, ed: Keyturn, pg: Keyturn | None,
 def run_scale_steps(run: Runner, args, rs: Keyturn, seeds: dict) -> None:
     d, c = args.duration, args.connections
     run.step("scale: login", (rs, login_load("scale_login", rs, rs.users, args.login_connections, d)))
+    # The pool is taken after the login row: that row logs the same users in
+    # hundreds of times, and each user's 11th login revokes their oldest
+    # family (KEYTURN_REFRESH_SESSIONS_PER_USER), which would be the pool's.
+    seeds["refresh_scale"] = seed_refresh_tokens(rs, 2 * args.refresh_connections)
     run.step("scale: refresh_token SQLite",
              (rs, refresh_load("scale_refresh", rs, seeds["refresh_scale"], args.refresh_connections, d)))
     run.step("scale: client_credentials RS256", (rs, cc_load("scale_cc", rs, c, d)))
@@ -980,7 +984,6 @@ def scale_phase(procs: Processes, run: Runner, args, rs: Keyturn, seeds: dict) -
     time.sleep(2)
     rss_seeded = rs.rss()
     plans = query_plans(sqlite_path(rs))
-    seeds["refresh_scale"] = seed_refresh_tokens(rs, 2 * args.refresh_connections)
     run_scale_steps(run, args, rs, seeds)
     return {"users": args.scale_users, "clients": args.scale_clients,
             "refresh": args.scale_refresh, "seconds": seconds, "rss_empty": rss_empty,

@@ -93,6 +93,20 @@ def perf_report(data: str, top: int) -> tuple[list[tuple[float, str, str]], Coun
     return entries[:top], groups
 
 
+def threads_report(data: str) -> list[tuple[float, str]]:
+    """Share of samples per thread name (tokio workers, SQLite's worker, ...)."""
+    out = subprocess.run(
+        ["perf", "report", "-i", data, "--no-children", "--stdio", "--sort", "comm",
+         "-g", "none", "--percent-limit", "0.5"],
+        capture_output=True, text=True, check=True).stdout
+    rows = []
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(.+?)\s*$", line)
+        if m:
+            rows.append((float(m[1]), m[2]))
+    return rows
+
+
 def row_load(row: str, kt: load.Keyturn, conns: int, seconds: float) -> load.Load:
     if row == "jwks":
         return load.jwks_load(row, kt.port, conns, seconds)
@@ -161,6 +175,9 @@ def main() -> int:
         print("\nself time by group (% of keyturn's samples):")
         for name, pct in groups.most_common():
             print(f"  {pct:5.1f} %  {name}")
+        print("\nsamples by thread:")
+        for pct, thread in threads_report(data):
+            print(f"  {pct:5.1f} %  {thread}")
         print(f"\ntop {args.top} symbols by self time:")
         for pct, dso, symbol in entries:
             print(f"  {pct:5.1f} %  {dso:<18.18} {symbol[:100]}")
