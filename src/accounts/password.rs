@@ -293,8 +293,13 @@ impl PasswordHasher {
         // There are as many threads as permits, so a job never waits here.
         let job: Job = Box::new(move || {
             let _held = (permit, admitted);
-            let _running = Running::start(load);
-            let _ = answer.send(work());
+            let result = {
+                let _running = Running::start(load);
+                work()
+            };
+            // Counted as completed before the caller hears the answer, so a
+            // caller that reads the counters next sees its own hash.
+            let _ = answer.send(result);
         });
         // Sending fails only with every thread gone: `answered` says so.
         let _ = self.threads.jobs.send(job);
@@ -384,6 +389,21 @@ fn verify_blocking(stored: &str, password: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The metric `keyturn_password_hashes_total` reads `completed`: a hash
+    /// the caller has its answer for is counted already (it was counted
+    /// after the answer, so a caller reading the counters next could miss
+    /// its own hash: throttle::concurrent_bad_logins_… saw 6 for 5).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hash_is_counted_before_its_caller_hears_the_answer() {
+        let params = Params::new(8, 1, 1, None).unwrap();
+        let hasher = PasswordHasher::with(params, 1, 4).unwrap();
+        let pw = SecretString::from("correct horse");
+        for done in 1..=2000 {
+            hasher.hash(&pw).await.unwrap();
+            assert_eq!(hasher.load().completed, done);
+        }
+    }
 
     #[tokio::test]
     async fn hash_and_verify() {
