@@ -177,6 +177,7 @@ enum ClientsCommand {
     /// Register a client; prints its secret once.
     Add {
         /// Client id.
+        #[arg(allow_hyphen_values = true)]
         id: String,
         /// A scope the client may request (repeatable).
         #[arg(long = "scope", value_name = "S")]
@@ -194,18 +195,21 @@ enum ClientsCommand {
     /// One client (never its secret).
     Show {
         /// Client id.
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
     /// Give a client a new secret (printed once); the old one and every
     /// token issued with it are refused from then on.
     RotateSecret {
         /// Client id.
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
     /// Delete a client; its tokens are refused from then on.
     #[command(alias = "delete")]
     Remove {
         /// Client id.
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
 }
@@ -215,6 +219,7 @@ enum UsersCommand {
     /// Create a user.
     Add {
         /// Username.
+        #[arg(allow_hyphen_values = true)]
         name: String,
         /// A role (repeatable), e.g. --role admin.
         #[arg(long = "role", value_name = "R")]
@@ -228,11 +233,13 @@ enum UsersCommand {
     /// One user.
     Show {
         /// Username.
+        #[arg(allow_hyphen_values = true)]
         name: String,
     },
     /// Replace a user's roles.
     SetRoles {
         /// Username.
+        #[arg(allow_hyphen_values = true)]
         name: String,
         /// A role (repeatable); none removes every role.
         #[arg(long = "role", value_name = "R")]
@@ -241,6 +248,7 @@ enum UsersCommand {
     /// Change a user's password (revokes their tokens).
     Passwd {
         /// Username.
+        #[arg(allow_hyphen_values = true)]
         name: String,
         /// Read the password from one line of standard input.
         #[arg(long)]
@@ -249,16 +257,19 @@ enum UsersCommand {
     /// Disable a user (revokes their tokens).
     Disable {
         /// Username.
+        #[arg(allow_hyphen_values = true)]
         name: String,
     },
     /// Enable a disabled user.
     Enable {
         /// Username.
+        #[arg(allow_hyphen_values = true)]
         name: String,
     },
     /// Delete a user (revokes their tokens).
     Delete {
         /// Username.
+        #[arg(allow_hyphen_values = true)]
         name: String,
     },
 }
@@ -270,6 +281,7 @@ enum KeysCommand {
     /// One key, with its state and timestamps (no private material).
     Show {
         /// The key id.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
     },
     /// Print the public JWKS.
@@ -284,6 +296,7 @@ enum KeysCommand {
     /// Emergency removal of a key from the JWKS; a replacement signs at once.
     Revoke {
         /// The key id.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
     },
     /// Add an RSA (PKCS#8/PKCS#1) or Ed25519 (PKCS#8) PEM private key as the next key.

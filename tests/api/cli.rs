@@ -114,6 +114,34 @@ async fn cli_exit_codes() {
     );
     assert_eq!(out.status.code(), Some(1));
 
+    // Names and key ids may begin with `-` (a key id is base64url, so one
+    // in 64 does): they are values, not flags. `keys revoke -SSnu…` failed
+    // the README walk-through in CI as "unexpected argument '-S'".
+    let out = app.cli(
+        &["users", "add", "-dash", "--password-stdin"],
+        Some("another password\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = app.cli(&["users", "show", "-dash"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for args in [
+        &["keys", "show", "-SSnu5iEq"][..],
+        &["keys", "revoke", "-SSnu5iEq"][..],
+    ] {
+        let out = app.cli(args, None);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("no key with kid") || stderr.contains("no such key"),
+            "{stderr}"
+        );
+    }
+
     // 2: bad usage.
     for args in [
         &["users", "frobnicate"][..],
